@@ -1,0 +1,175 @@
+//! The configuration file: one TOML document whose sections belong to the crates that use
+//! them. `SEALPOST_<SECTION>_<KEY>` environment variables override file values.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use sealpost_keystore::{DatabaseConfig, LookupConfig, PolicyConfig};
+
+/// Top-level sections, in the order of deploy/sealpost.example.toml. Only environment
+/// variables naming one of these are treated as overrides.
+pub const SECTIONS: &[&str] = &["database", "lookup", "policy", "log"];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub lookup: LookupConfig,
+    pub policy: PolicyConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// tracing filter, e.g. "info" or "sealpost=debug,info".
+    pub level: String,
+    /// "text" or "json".
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Where the configuration came from, for messages.
+pub struct Loaded {
+    pub config: Config,
+    pub path: Option<PathBuf>,
+}
+
+/// Reads the file (if any), applies environment overrides and checks every key.
+pub fn load(path: Option<&Path>) -> Result<Loaded> {
+    let mut table = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config file {}", p.display()))?;
+            text.parse::<toml::Table>().map_err(|e| {
+                anyhow::anyhow!(
+                    "config file {} is not valid TOML: {}",
+                    p.display(),
+                    one_line(&e.to_string())
+                )
+            })?
+        }
+        None => toml::Table::new(),
+    };
+    apply_env(&mut table, std::env::vars())?;
+    let config: Config = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            anyhow::anyhow!(
+                "invalid configuration{}: {}",
+                path.map(|p| format!(" in {}", p.display()))
+                    .unwrap_or_default(),
+                one_line(e.message())
+            )
+        })?;
+    validate(&config)?;
+    Ok(Loaded {
+        config,
+        path: path.map(Path::to_path_buf),
+    })
+}
+
+fn validate(c: &Config) -> Result<()> {
+    if c.policy.min_rsa_bits < 2048 {
+        bail!(
+            "invalid configuration: policy.min_rsa_bits = {} is below 2048, which the OpenPGP standard policy refuses anyway",
+            c.policy.min_rsa_bits
+        );
+    }
+    if c.database.url.trim().is_empty() {
+        bail!("invalid configuration: database.url is empty");
+    }
+    Ok(())
+}
+
+/// `SEALPOST_DATABASE_URL=…` sets `[database] url`. The value is read as a TOML value when
+/// it parses as one (`true`, `5`, `[1, 2]`), else as a string.
+fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) -> Result<()> {
+    for (name, value) in vars {
+        let Some(rest) = name.strip_prefix("SEALPOST_") else {
+            continue;
+        };
+        let rest = rest.to_ascii_lowercase();
+        let Some((section, key)) = rest.split_once('_') else {
+            continue;
+        };
+        if !SECTIONS.contains(&section) || key.is_empty() {
+            continue;
+        }
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(value.clone()));
+        let entry = table
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(sec) = entry.as_table_mut() else {
+            bail!("config section [{section}] is not a table, so {name} cannot override it");
+        };
+        sec.insert(key.to_string(), parsed);
+    }
+    Ok(())
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_known_sections_only() {
+        let mut t = toml::Table::new();
+        apply_env(
+            &mut t,
+            [
+                (
+                    "SEALPOST_DATABASE_URL".to_string(),
+                    "postgres://x/y".to_string(),
+                ),
+                (
+                    "SEALPOST_POLICY_REQUIRE_UID_MATCH".to_string(),
+                    "false".to_string(),
+                ),
+                ("SEALPOST_E2E".to_string(), "require".to_string()),
+                ("HOME".to_string(), "/root".to_string()),
+            ]
+            .into_iter(),
+        )
+        .unwrap();
+        let c: Config = toml::Value::Table(t).try_into().unwrap();
+        assert_eq!(c.database.url, "postgres://x/y");
+        assert!(!c.policy.require_uid_match);
+    }
+
+    #[test]
+    fn example_config_is_complete_and_valid() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/sealpost.example.toml");
+        let text = std::fs::read_to_string(example).unwrap();
+        let table: toml::Table = text.parse().unwrap();
+        let _: Config = toml::Value::Table(table.clone()).try_into().unwrap();
+        for s in SECTIONS {
+            assert!(table.contains_key(*s), "example config lacks [{s}]");
+        }
+    }
+}
