@@ -38,9 +38,10 @@ CREATE TABLE public_keys (
 );
 CREATE INDEX public_keys_account ON public_keys(account_id);
 
--- Every change to a public key, kept after the key itself is removed.
+-- Every change to a public key, kept after the key itself is removed. The id is the
+-- sequence number of the audit row written with the change, so it orders the events.
 CREATE TABLE public_key_history (
-    id          TEXT PRIMARY KEY,
+    id          BIGINT PRIMARY KEY,
     fingerprint TEXT NOT NULL,
     account_id  TEXT NOT NULL,
     event       TEXT NOT NULL,

@@ -47,6 +47,7 @@ fn row_hash(
 }
 
 /// Appends a row inside the caller's transaction, so the row commits with the change.
+/// Returns the row's sequence number.
 pub(crate) async fn append(
     tx: &mut Tx,
     actor: &Actor,
@@ -54,7 +55,7 @@ pub(crate) async fn append(
     action: &str,
     object: Option<&str>,
     reason: Option<&str>,
-) -> Result<()> {
+) -> Result<i64> {
     // Taking the head row's lock first serialises concurrent writers.
     let head = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
         .fetch_one(&mut **tx)
@@ -82,7 +83,7 @@ pub(crate) async fn append(
         .bind(&hash)
         .execute(&mut **tx)
         .await?;
-    Ok(())
+    Ok(seq)
 }
 
 pub(crate) async fn rows(pool: &AnyPool, account: Option<&str>) -> Result<Vec<AuditRow>> {

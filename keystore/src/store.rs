@@ -662,8 +662,15 @@ impl Keystore {
                 "imported"
             }
         };
-        self.key_event_tx(tx, &info.fingerprint, account_id, event, actor)
-            .await?;
+        let primary = self.primary_of_tx(tx, account_id).await?;
+        self.key_event_tx(
+            tx,
+            (&info.fingerprint, account_id, &primary),
+            event,
+            &format!("key.{event}"),
+            actor,
+        )
+        .await?;
         let op = if event == "imported" {
             ChangeOp::Created
         } else {
@@ -671,16 +678,6 @@ impl Keystore {
         };
         self.record_change(tx, account_id, ObjectType::PublicKey, &info.fingerprint, op)
             .await?;
-        let primary = self.primary_of_tx(tx, account_id).await?;
-        audit::append(
-            tx,
-            actor,
-            Some(&primary),
-            &format!("key.{event}"),
-            Some(&info.fingerprint),
-            None,
-        )
-        .await?;
         self.notify(tx, account_id).await?;
         let row = sqlx::query(&format!("{PK_SELECT} WHERE k.fingerprint = $1"))
             .bind(&info.fingerprint)
@@ -703,18 +700,22 @@ impl Keystore {
         ))
     }
 
+    /// Records a key event together with its audit row (whose sequence number orders the
+    /// history).
     async fn key_event_tx(
         &self,
         tx: &mut Tx,
-        fpr: &str,
-        account_id: &str,
+        key: (&str, &str, &str),
         event: &str,
+        action: &str,
         actor: &Actor,
     ) -> Result<()> {
+        let (fpr, account_id, account) = key;
+        let seq = audit::append(tx, actor, Some(account), action, Some(fpr), None).await?;
         sqlx::query(
             "INSERT INTO public_key_history (id, fingerprint, account_id, event, at, actor) VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(random_id(12))
+        .bind(seq)
         .bind(fpr)
         .bind(account_id)
         .bind(event)
@@ -788,7 +789,7 @@ impl Keystore {
     pub async fn key_history(&self, fpr: &str) -> Result<Vec<KeyHistoryEvent>> {
         let fpr = normalize_fingerprint(fpr)?;
         let rows = sqlx::query(
-            "SELECT fingerprint, event, at, actor FROM public_key_history WHERE fingerprint = $1 ORDER BY at, id",
+            "SELECT fingerprint, event, at, actor FROM public_key_history WHERE fingerprint = $1 ORDER BY id",
         )
         .bind(&fpr)
         .fetch_all(&self.pool)
@@ -849,8 +850,14 @@ impl Keystore {
             .bind(fpr)
             .execute(&mut **tx)
             .await?;
-        self.key_event_tx(tx, fpr, &key.account_id, "removed", actor)
-            .await?;
+        self.key_event_tx(
+            tx,
+            (fpr, &key.account_id, &key.account),
+            "removed",
+            "key.remove",
+            actor,
+        )
+        .await?;
         self.record_change(
             tx,
             &key.account_id,
@@ -859,7 +866,6 @@ impl Keystore {
             ChangeOp::Destroyed,
         )
         .await?;
-        audit::append(tx, actor, Some(&key.account), "key.remove", Some(fpr), None).await?;
         self.notify(tx, &key.account_id).await?;
         Ok(())
     }
@@ -900,24 +906,25 @@ impl Keystore {
             .bind(&key.fingerprint)
             .execute(&mut **tx)
             .await?;
-        let event = if active { "activated" } else { "deactivated" };
-        self.key_event_tx(tx, &key.fingerprint, &key.account_id, event, actor)
-            .await?;
+        let (event, action) = if active {
+            ("activated", "key.activate")
+        } else {
+            ("deactivated", "key.deactivate")
+        };
+        self.key_event_tx(
+            tx,
+            (&key.fingerprint, &key.account_id, &key.account),
+            event,
+            action,
+            actor,
+        )
+        .await?;
         self.record_change(
             tx,
             &key.account_id,
             ObjectType::PublicKey,
             &key.fingerprint,
             ChangeOp::Updated,
-        )
-        .await?;
-        audit::append(
-            tx,
-            actor,
-            Some(&key.account),
-            &format!("key.{}", if active { "activate" } else { "deactivate" }),
-            Some(&key.fingerprint),
-            None,
         )
         .await?;
         self.notify(tx, &key.account_id).await?;
