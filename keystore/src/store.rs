@@ -589,7 +589,19 @@ impl Keystore {
         let mut tx = self.begin().await?;
         let account_id = match existing {
             Some(id) => id,
-            None => self.create_account_tx(&mut tx, addr, &[]).await?,
+            None => {
+                let id = self.create_account_tx(&mut tx, addr, &[]).await?;
+                audit::append(
+                    &mut tx,
+                    actor,
+                    Some(&addr.to_string()),
+                    "account.add",
+                    Some(&id),
+                    None,
+                )
+                .await?;
+                id
+            }
         };
         let record = self
             .store_public_key_tx(&mut tx, &account_id, &info, &armored, actor)

@@ -63,7 +63,8 @@ pub fn redact_url(url: &str) -> String {
 fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SEALPOST_LOG")
-        .or_else(|_| EnvFilter::try_new(&config.log.level))
+        // sqlx reports routine PostgreSQL notices (e.g. "already exists, skipping") at info.
+        .or_else(|_| EnvFilter::try_new(format!("{},sqlx=warn", config.log.level)))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
