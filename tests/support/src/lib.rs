@@ -71,6 +71,8 @@ pub async fn fresh_postgres(test: &str) -> Option<String> {
     Some(format!("{base}/{name}"))
 }
 
+pub mod postfix;
+
 pub fn random_hex(bytes: usize) -> String {
     use rand::RngCore;
     let mut b = vec![0u8; bytes];
