@@ -33,6 +33,22 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the milter and the metrics endpoint in one process.
+    #[command(
+        after_help = "Example:\n  sealpost serve --config /etc/sealpost/sealpost.toml\n\n\
+Stops on SIGTERM or SIGINT after in-flight messages finish ([milter] shutdown_grace_secs)."
+    )]
+    Serve,
+    /// Run only the milter (for scaling out; needs read access to the keystore only).
+    #[command(after_help = "Example:\n  sealpost milter --config /etc/sealpost/sealpost.toml")]
+    Milter,
+    /// Encrypt one message from standard input to standard output (PGP/MIME).
+    #[command(
+        after_help = "Examples:\n  sealpost encrypt --to alice.asc < in.eml > out.eml\n  \
+sealpost encrypt --account alice@example.org --config /etc/sealpost/sealpost.toml < in.eml\n\n\
+Already-encrypted messages are copied unchanged apart from the X-Sealpost trace header."
+    )]
+    Encrypt(EncryptArgs),
     /// Manage accounts and their addresses.
     #[command(subcommand)]
     Accounts(AccountsCmd),
@@ -48,6 +64,20 @@ pub enum Command {
 (one line per problem on stderr).\n\nExample:\n  sealpost check --config /etc/sealpost/sealpost.toml"
     )]
     Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("recipients").required(true).multiple(true))]
+pub struct EncryptArgs {
+    /// Encrypt to the OpenPGP certificate in this file (repeatable).
+    #[arg(long = "to", value_name = "KEYFILE", group = "recipients")]
+    pub to: Vec<PathBuf>,
+    /// Encrypt to the active keys of this account in the keystore (repeatable).
+    #[arg(long = "account", value_name = "ADDR", value_parser = parse_address, group = "recipients")]
+    pub account: Vec<Address>,
+    /// Replace the outer Subject with "[...]" (the real one stays inside).
+    #[arg(long)]
+    pub protect_subject: bool,
 }
 
 #[derive(Args, Debug)]

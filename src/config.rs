@@ -7,10 +7,11 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use sealpost_keystore::{DatabaseConfig, LookupConfig, PolicyConfig};
+use sealpost_milter::MilterConfig;
 
 /// Top-level sections, in the order of deploy/sealpost.example.toml. Only environment
 /// variables naming one of these are treated as overrides.
-pub const SECTIONS: &[&str] = &["database", "lookup", "policy", "log"];
+pub const SECTIONS: &[&str] = &["database", "lookup", "policy", "milter", "metrics", "log"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -18,7 +19,25 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub lookup: LookupConfig,
     pub policy: PolicyConfig,
+    pub milter: MilterConfig,
+    pub metrics: MetricsConfig,
     pub log: LogConfig,
+}
+
+/// `[metrics]`: Prometheus metrics and health checks over HTTP.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `HOST:PORT` for /metrics, /healthz and /readyz; empty disables the endpoint.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: "127.0.0.1:9147".into(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +179,64 @@ mod tests {
         let c: Config = toml::Value::Table(t).try_into().unwrap();
         assert_eq!(c.database.url, "postgres://x/y");
         assert!(!c.policy.require_uid_match);
+    }
+
+    /// Every key of every section appears in the example, set or commented out.
+    #[test]
+    fn example_config_documents_every_key() {
+        let example = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/sealpost.example.toml"
+        ))
+        .unwrap();
+        let sections: Vec<(&str, toml::Value)> = vec![
+            (
+                "database",
+                toml::Value::try_from(DatabaseConfig::default()).unwrap(),
+            ),
+            (
+                "lookup",
+                toml::Value::try_from(LookupConfig::default()).unwrap(),
+            ),
+            (
+                "policy",
+                toml::Value::try_from(PolicyConfig::default()).unwrap(),
+            ),
+            (
+                "milter",
+                toml::Value::try_from(MilterConfig::default()).unwrap(),
+            ),
+        ];
+        let mut keys: Vec<(String, String)> = sections
+            .into_iter()
+            .flat_map(|(s, v)| {
+                v.as_table()
+                    .unwrap()
+                    .keys()
+                    .map(|k| (s.to_string(), k.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        // Optional keys have no default value to serialize.
+        keys.push(("milter".into(), "spill_dir".into()));
+        keys.extend(
+            [("metrics", "listen"), ("log", "level"), ("log", "format")]
+                .map(|(a, b)| (a.into(), b.into())),
+        );
+        for (section, key) in keys {
+            let body = example
+                .split(&format!("[{section}]"))
+                .nth(1)
+                .unwrap_or_else(|| panic!("no [{section}] in the example"));
+            let body = body.split("\n[").next().unwrap();
+            assert!(
+                body.lines().any(|l| {
+                    let l = l.trim_start_matches('#').trim_start();
+                    l.starts_with(&format!("{key} ="))
+                }),
+                "[{section}] {key} is not documented in deploy/sealpost.example.toml"
+            );
+        }
     }
 
     #[test]

@@ -31,18 +31,19 @@ pub struct Verification {
     pub problems: Vec<String>,
 }
 
-fn row_hash(
-    prev_hash: &str,
-    seq: i64,
-    at: i64,
-    actor: &str,
-    account: Option<&str>,
-    action: &str,
-    object: Option<&str>,
-    reason: Option<&str>,
-) -> String {
+/// The text fields of a row that its hash covers (besides chain position and time).
+struct RowText<'a> {
+    actor: &'a str,
+    account: Option<&'a str>,
+    action: &'a str,
+    object: Option<&'a str>,
+    reason: Option<&'a str>,
+}
+
+fn row_hash(prev_hash: &str, seq: i64, at: i64, t: &RowText) -> String {
     // A JSON array is an unambiguous encoding of the fields (no separator games).
-    let canonical = serde_json::json!([prev_hash, seq, at, actor, account, action, object, reason]);
+    let canonical =
+        serde_json::json!([prev_hash, seq, at, t.actor, t.account, t.action, t.object, t.reason]);
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
 
@@ -63,7 +64,14 @@ pub(crate) async fn append(
     let seq: i64 = head.get(0);
     let prev: String = head.get(1);
     let at = crate::now_unix();
-    let hash = row_hash(&prev, seq, at, &actor.0, account, action, object, reason);
+    let text = RowText {
+        actor: &actor.0,
+        account,
+        action,
+        object,
+        reason,
+    };
+    let hash = row_hash(&prev, seq, at, &text);
     sqlx::query(
         "INSERT INTO audit_log (seq, at, actor, account, action, object, reason, prev_hash, hash) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -145,16 +153,14 @@ pub(crate) async fn verify(pool: &AnyPool) -> Result<Verification> {
                 r.seq
             ));
         }
-        let h = row_hash(
-            &r.prev_hash,
-            r.seq,
-            r.at,
-            &r.actor,
-            r.account.as_deref(),
-            &r.action,
-            r.object.as_deref(),
-            r.reason.as_deref(),
-        );
+        let text = RowText {
+            actor: &r.actor,
+            account: r.account.as_deref(),
+            action: &r.action,
+            object: r.object.as_deref(),
+            reason: r.reason.as_deref(),
+        };
+        let h = row_hash(&r.prev_hash, r.seq, r.at, &text);
         if h != r.hash {
             problems.push(format!(
                 "row {}: its content does not match its hash (modified)",

@@ -6,10 +6,16 @@ pub mod address;
 pub mod audit;
 pub mod password;
 pub mod policy;
+pub mod protection;
+pub mod secrets;
+pub mod settings;
 pub mod store;
 
 pub use address::{Address, LocalPartMatch, LookupConfig};
 pub use policy::{CertInfo, KeyKind, PolicyConfig, PolicyError};
+pub use protection::{Protection, ProtectionConfig, ProtectionError};
+pub use secrets::{EscrowRecord, OfficerKeyRecord, PrivateKeyRecord};
+pub use settings::AccountSettings;
 pub use store::{
     Account, Actor, Backend, Change, ChangeOp, DatabaseConfig, Error, Keystore, ObjectType,
     PublicKeyRecord,

@@ -698,7 +698,7 @@ impl Keystore {
         Ok(pk_from_row(&row))
     }
 
-    async fn primary_of_tx(&self, tx: &mut Tx, account_id: &str) -> Result<String> {
+    pub(crate) async fn primary_of_tx(&self, tx: &mut Tx, account_id: &str) -> Result<String> {
         let r = sqlx::query(
             "SELECT local_part, domain FROM addresses WHERE account_id = $1 AND is_primary = 1",
         )
@@ -842,6 +842,23 @@ impl Keystore {
                 .map(|r| r.get(0))
                 .collect();
         for p in &private {
+            let had_escrow = sqlx::query(
+                "SELECT private_key_fingerprint FROM escrows WHERE private_key_fingerprint = $1",
+            )
+            .bind(p)
+            .fetch_optional(&mut **tx)
+            .await?
+            .is_some();
+            if had_escrow {
+                self.record_change(
+                    tx,
+                    &key.account_id,
+                    ObjectType::Escrow,
+                    p,
+                    ChangeOp::Destroyed,
+                )
+                .await?;
+            }
             for sql in [
                 "DELETE FROM escrows WHERE private_key_fingerprint = $1",
                 "DELETE FROM private_key_blobs WHERE fingerprint = $1",

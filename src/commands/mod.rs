@@ -3,7 +3,9 @@
 mod accounts;
 mod audit;
 mod check;
+mod encrypt;
 mod keys;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -26,6 +28,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Command::Keys(c) => keys::run(&loaded.config, c).await,
             Command::Audit(c) => audit::run(&loaded.config, c).await,
             Command::Check(a) => check::run(&loaded, a).await,
+            Command::Serve => serve::run(&loaded.config, serve::Parts::All).await,
+            Command::Milter => serve::run(&loaded.config, serve::Parts::Milter).await,
+            Command::Encrypt(a) => encrypt::run(&loaded.config, a).await,
         }
     })
 }

@@ -85,8 +85,9 @@ impl Postfix {
         std::fs::write(config_dir.join("vmailbox"), maps).unwrap();
 
         let smtp_port = free_port();
-        let snippet = std::fs::read_to_string(workspace_root().join("deploy/postfix/main.cf.snippet"))
-            .expect("deploy/postfix/main.cf.snippet");
+        let snippet =
+            std::fs::read_to_string(workspace_root().join("deploy/postfix/main.cf.snippet"))
+                .expect("deploy/postfix/main.cf.snippet");
         let snippet = snippet.replace("inet:127.0.0.1:10047", milter);
         let main_cf = format!(
             "compatibility_level = 3.6\n\
@@ -122,7 +123,8 @@ impl Postfix {
         );
         std::fs::write(config_dir.join("main.cf"), main_cf).unwrap();
 
-        let master = std::fs::read_to_string("/etc/postfix/master.cf").expect("/etc/postfix/master.cf");
+        let master =
+            std::fs::read_to_string("/etc/postfix/master.cf").expect("/etc/postfix/master.cf");
         let mut out = String::new();
         for line in master.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
@@ -154,7 +156,10 @@ impl Postfix {
             smtp_port,
             maildir_base,
         };
-        let o = run(Command::new("postfix").arg("-c").arg(&pf.config_dir).arg("start"));
+        let o = run(Command::new("postfix")
+            .arg("-c")
+            .arg(&pf.config_dir)
+            .arg("start"));
         if !o.status.success() {
             panic!(
                 "postfix start failed: {}{}\n{}",
@@ -165,7 +170,11 @@ impl Postfix {
         }
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", smtp_port)).is_err() {
-            assert!(Instant::now() < deadline, "postfix did not listen: {}", pf.log());
+            assert!(
+                Instant::now() < deadline,
+                "postfix did not listen: {}",
+                pf.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         Some(pf)
@@ -199,13 +208,22 @@ impl Postfix {
 
     /// Asks Postfix to retry deferred mail now.
     pub fn flush(&self) {
-        let _ = run(Command::new("postqueue").arg("-c").arg(&self.config_dir).arg("-f"));
+        let _ = run(Command::new("postqueue")
+            .arg("-c")
+            .arg(&self.config_dir)
+            .arg("-f"));
     }
 
     /// Number of messages in the queue.
     pub fn queue_len(&self) -> usize {
-        let o = run(Command::new("postqueue").arg("-c").arg(&self.config_dir).arg("-j"));
-        String::from_utf8_lossy(&o.stdout).lines().filter(|l| !l.trim().is_empty()).count()
+        let o = run(Command::new("postqueue")
+            .arg("-c")
+            .arg(&self.config_dir)
+            .arg("-j"));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
     }
 
     /// The delivered message files of a mailbox (new/ and cur/), oldest first.
@@ -276,7 +294,9 @@ fn chown(path: &Path, user: &str) {
 /// stop at the first refused recipient).
 pub fn smtp_send(port: u16, from: &str, to: &[&str], message: &[u8]) -> SmtpResult {
     let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to SMTP");
-    stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
     let mut w = stream.try_clone().unwrap();
     let mut r = BufReader::new(stream);
     let read_reply = |r: &mut BufReader<TcpStream>| -> (u16, String) {
@@ -303,7 +323,8 @@ pub fn smtp_send(port: u16, from: &str, to: &[&str], message: &[u8]) -> SmtpResu
     assert_eq!(c, 250, "{t}");
     let mut rcpt = Vec::new();
     for addr in to {
-        w.write_all(format!("RCPT TO:<{addr}>\r\n").as_bytes()).unwrap();
+        w.write_all(format!("RCPT TO:<{addr}>\r\n").as_bytes())
+            .unwrap();
         let (c, t) = read_reply(&mut r);
         rcpt.push((addr.to_string(), c, t));
     }
@@ -349,7 +370,10 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
 mod tests {
     #[test]
     fn dot_stuffing() {
-        assert_eq!(super::dot_stuff(b"a\n.\n..x\nend"), b"a\r\n..\r\n...x\r\nend\r\n");
+        assert_eq!(
+            super::dot_stuff(b"a\n.\n..x\nend"),
+            b"a\r\n..\r\n...x\r\nend\r\n"
+        );
         assert_eq!(super::dot_stuff(b".a\r\n"), b"..a\r\n");
     }
 }

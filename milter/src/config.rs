@@ -1,0 +1,70 @@
+//! `[milter]` in the config file.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MilterConfig {
+    /// `HOST:PORT` or `unix:/path/to/socket`.
+    pub listen: String,
+    /// What to do when one transaction has recipients needing different treatment.
+    pub mixed: Mixed,
+    /// What to do when a lookup or the encryption fails.
+    pub on_error: OnError,
+    /// Replace the outer Subject with `[...]` unless the account says otherwise.
+    pub protect_subject: bool,
+    /// Compress the payload before encrypting.
+    pub compress: bool,
+    /// Seconds a recipient lookup is cached (PostgreSQL notifications drop entries sooner).
+    pub cache_ttl_secs: u64,
+    /// Encrypted output up to this size stays in memory; beyond, it goes to a temp file.
+    pub spill_threshold_bytes: usize,
+    /// Directory for those temp files (default: the system temp directory).
+    pub spill_dir: Option<PathBuf>,
+    /// Most milter connections served at once.
+    pub max_connections: usize,
+    /// Seconds a connection may sit idle between milter commands.
+    pub connection_timeout_secs: u64,
+    /// Seconds in-flight messages get to finish on shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mixed {
+    /// Each transaction carries one treatment; other recipients get 452 4.5.3 and the
+    /// client retries them in a new transaction.
+    Split,
+    /// Key-holding recipients share one message encrypted to all their keys; plaintext
+    /// recipients are still split off.
+    Union,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// 451 4.7.x: the client retries later.
+    Tempfail,
+    /// 550 5.7.x: the message is refused permanently (the sender gets a bounce).
+    Reject,
+}
+
+impl Default for MilterConfig {
+    fn default() -> Self {
+        MilterConfig {
+            listen: "127.0.0.1:10047".into(),
+            mixed: Mixed::Split,
+            on_error: OnError::Tempfail,
+            protect_subject: false,
+            compress: false,
+            cache_ttl_secs: 30,
+            spill_threshold_bytes: crate::transform::DEFAULT_SPILL_THRESHOLD,
+            spill_dir: None,
+            max_connections: 100,
+            connection_timeout_secs: 600,
+            shutdown_grace_secs: 30,
+        }
+    }
+}

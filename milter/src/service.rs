@@ -1,0 +1,704 @@
+//! The milter: decides per recipient at RCPT, streams the body into the encryptor, and at
+//! end of message replaces headers and body.
+//!
+//! One transaction carries one treatment. The first accepted recipient fixes it; a later
+//! recipient needing another treatment gets `452 4.5.3`, which makes the SMTP client send it
+//! in a separate transaction (RFC 5321 section 4.5.3.1.10). Non-SMTP mail (sendmail/pickup)
+//! cannot be split: there, recipients with keys and without share one message encrypted to
+//! every key holder, so nothing reaches an encryption-enabled mailbox in clear.
+
+use std::ffi::CString;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use indymilter::{
+    Actions, Callbacks, Context, ContextActions, EomContext, MacroStage, NegotiateContext,
+    ProtoOpts, SetErrorReply, SocketInfo, Status,
+};
+use sealpost_keystore::{Address, Keystore};
+use sequoia_openpgp::Cert;
+use tracing::{debug, info, warn};
+
+use crate::config::{MilterConfig, Mixed, OnError};
+use crate::lookup::{RecipientCache, Treatment};
+use crate::metrics::Metrics;
+use crate::transform::{
+    Decision, HeaderEdit, MessageEncryptor, Outcome, Recipients, TransformOptions, TRACE_HEADER,
+};
+
+/// What every connection shares.
+struct Shared {
+    cache: Arc<RecipientCache>,
+    metrics: Arc<Metrics>,
+    config: MilterConfig,
+}
+
+/// The treatment fixed for a transaction.
+#[derive(Clone, Debug)]
+enum Class {
+    Plain(&'static str),
+    /// Certificates sorted by fingerprint, each once.
+    Encrypt {
+        certs: Vec<Cert>,
+        protect_subject: Option<bool>,
+    },
+}
+
+fn same_keys(a: &[Cert], b: &[Cert]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.fingerprint() == y.fingerprint())
+}
+
+#[derive(Default)]
+struct Session {
+    /// Mail injected by sendmail/pickup rather than received over SMTP.
+    non_smtp: bool,
+    txn: Txn,
+}
+
+#[derive(Default)]
+struct Txn {
+    class: Option<Class>,
+    /// Recipients of another class were merged in (non-SMTP mail cannot be split).
+    merged_plain: bool,
+    headers: Vec<(String, Vec<u8>)>,
+    encryptor: Option<MessageEncryptor>,
+    /// Set when encryption failed mid-stream; the message is refused at EOM.
+    failed: Option<String>,
+    started: Option<Instant>,
+    body_bytes: u64,
+}
+
+/// Binds the configured address: `HOST:PORT` or `unix:/path`.
+pub type MilterListener =
+    indymilter::EitherListener<tokio::net::TcpListener, tokio::net::UnixListener>;
+
+pub async fn bind(listen: &str) -> std::io::Result<MilterListener> {
+    use indymilter::EitherListener;
+    if let Some(path) = listen.strip_prefix("unix:") {
+        // A socket file left by a previous run would make bind fail.
+        if std::fs::symlink_metadata(path).is_ok_and(|m| {
+            use std::os::unix::fs::FileTypeExt;
+            m.file_type().is_socket()
+        }) {
+            std::fs::remove_file(path)?;
+        }
+        Ok(EitherListener::Unix(tokio::net::UnixListener::bind(path)?))
+    } else {
+        Ok(EitherListener::Tcp(
+            tokio::net::TcpListener::bind(listen).await?,
+        ))
+    }
+}
+
+/// Serves milter connections until `shutdown` completes.
+pub async fn run(
+    listener: impl indymilter::Listener,
+    keystore: Keystore,
+    config: MilterConfig,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let cache = Arc::new(RecipientCache::new(
+        keystore,
+        Duration::from_secs(config.cache_ttl_secs),
+        Arc::clone(&metrics),
+    ));
+    let invalidation = cache.spawn_invalidation();
+    let milter_config = indymilter::Config {
+        max_connections: config.max_connections.max(1),
+        actions: Actions::ADD_HEADER | Actions::CHANGE_HEADER | Actions::REPLACE_BODY,
+        connection_timeout: Duration::from_secs(config.connection_timeout_secs.max(1)),
+    };
+    let shared = Arc::new(Shared {
+        cache,
+        metrics,
+        config,
+    });
+    let result = indymilter::run(listener, callbacks(shared), milter_config, shutdown).await;
+    if let Some(task) = invalidation {
+        task.abort();
+    }
+    result
+}
+
+fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
+    let s_rcpt = Arc::clone(&shared);
+    let s_eoh = Arc::clone(&shared);
+    let s_eom = Arc::clone(&shared);
+    Callbacks::new()
+        .on_negotiate(|cx, _, _| Box::pin(negotiate(cx)))
+        .on_connect(|cx, host, socket| Box::pin(connect(cx, host, socket)))
+        .on_mail(|cx, _| Box::pin(mail(cx)))
+        .on_rcpt(move |cx, args| Box::pin(rcpt(Arc::clone(&s_rcpt), cx, args)))
+        .on_header(|cx, name, value| Box::pin(header(cx, name, value)))
+        .on_eoh(move |cx| Box::pin(eoh(Arc::clone(&s_eoh), cx)))
+        .on_body(|cx, chunk| Box::pin(body(cx, chunk)))
+        .on_eom(move |cx| Box::pin(eom(Arc::clone(&s_eom), cx)))
+        .on_abort(|cx| Box::pin(abort(cx)))
+}
+
+async fn negotiate(cx: &mut NegotiateContext<Session>) -> Status {
+    cx.requested_actions = Actions::ADD_HEADER | Actions::CHANGE_HEADER | Actions::REPLACE_BODY;
+    // Tell Postfix which recipients it rejected too, so a transaction is never judged by
+    // recipients that will not receive the message.
+    cx.requested_opts = ProtoOpts::empty();
+    // The queue id for logs.
+    for stage in [MacroStage::Eoh, MacroStage::Eom] {
+        cx.requested_macros
+            .insert(stage, CString::new("i").expect("no NUL"));
+    }
+    Status::Continue
+}
+
+async fn connect(cx: &mut Context<Session>, host: CString, socket: SocketInfo) -> Status {
+    // Postfix's cleanup server announces non-SMTP mail as a connection from "localhost"
+    // with no client socket information on the daemon side.
+    let unknown_socket = matches!(socket, SocketInfo::Unknown);
+    let daemon_port = cx
+        .macros
+        .get(c"{daemon_port}")
+        .map(|v| v.to_string_lossy().into_owned());
+    let non_smtp = daemon_port.is_none() && host.as_bytes() == b"localhost";
+    debug!(
+        host = %host.to_string_lossy(),
+        unknown_socket,
+        daemon_port = daemon_port.as_deref().unwrap_or("-"),
+        non_smtp,
+        "milter connection"
+    );
+    cx.data = Some(Session {
+        non_smtp,
+        txn: Txn::default(),
+    });
+    Status::Continue
+}
+
+async fn mail(cx: &mut Context<Session>) -> Status {
+    session(&mut cx.data).txn = Txn::default();
+    Status::Continue
+}
+
+async fn abort(cx: &mut Context<Session>) -> Status {
+    session(&mut cx.data).txn = Txn::default();
+    Status::Continue
+}
+
+fn session(data: &mut Option<Session>) -> &mut Session {
+    data.get_or_insert_with(Session::default)
+}
+
+fn queue_id(macros: &indymilter::Macros) -> String {
+    macros
+        .get(c"i")
+        .map(|v| v.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn reply<C: SetErrorReply>(reply: &mut C, code: &str, xcode: &str, text: &str) {
+    if let Err(e) = reply.set_error_reply(code, Some(xcode), [text]) {
+        warn!(error = %e, "cannot set SMTP reply");
+    }
+}
+
+async fn rcpt(shared: Arc<Shared>, cx: &mut Context<Session>, args: Vec<CString>) -> Status {
+    let raw = args
+        .first()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let treatment = match Address::parse(&raw) {
+        // A recipient we cannot parse has no account here.
+        Err(_) => Treatment::Plain {
+            reason: "no-account",
+        },
+        Ok(addr) => match shared.cache.lookup(&addr).await {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(error = %e, "recipient key lookup failed");
+                shared.metrics.recipient("tempfailed");
+                let (code, x) = error_codes(shared.config.on_error, true);
+                reply(
+                    &mut cx.reply,
+                    code,
+                    x,
+                    "sealpost: recipient key lookup failed; try again later",
+                );
+                return status_for(shared.config.on_error);
+            }
+        },
+    };
+    let class = match treatment {
+        Treatment::Plain { reason } => Class::Plain(reason),
+        Treatment::Encrypt {
+            certs,
+            protect_subject,
+            ..
+        } => Class::Encrypt {
+            certs: certs.as_ref().clone(),
+            protect_subject,
+        },
+        Treatment::Unusable { .. } => {
+            shared.metrics.recipient("tempfailed");
+            reply(
+                &mut cx.reply,
+                "450",
+                "4.7.1",
+                "sealpost: the recipient's encryption keys are expired or revoked; mail is held until the owner registers a new key",
+            );
+            return Status::Tempfail;
+        }
+    };
+    let mixed = shared.config.mixed;
+    let s = session(&mut cx.data);
+    let non_smtp = s.non_smtp;
+    let txn = &mut s.txn;
+    let merged = match txn.class.take() {
+        None => Ok(class),
+        Some(current) => merge(current, class, mixed, non_smtp, &mut txn.merged_plain),
+    };
+    match merged {
+        Ok(c) => {
+            shared.metrics.recipient(match &c {
+                Class::Plain(_) => "plaintext",
+                Class::Encrypt { .. } => "encrypt",
+            });
+            txn.class = Some(c);
+            Status::Continue
+        }
+        Err(current) => {
+            txn.class = Some(current);
+            shared.metrics.recipient("split");
+            reply(
+                &mut cx.reply,
+                "452",
+                "4.5.3",
+                "sealpost: this recipient's mail is encrypted differently; it will be accepted in a separate transaction",
+            );
+            Status::Tempfail
+        }
+    }
+}
+
+/// Combines the transaction's class with a new recipient's. `Err` keeps the current class
+/// and means the recipient must come in another transaction.
+fn merge(
+    current: Class,
+    new: Class,
+    mixed: Mixed,
+    non_smtp: bool,
+    merged_plain: &mut bool,
+) -> Result<Class, Class> {
+    match (current, new) {
+        (Class::Plain(r), Class::Plain(_)) => Ok(Class::Plain(r)),
+        (
+            Class::Encrypt {
+                certs: a,
+                protect_subject: pa,
+            },
+            Class::Encrypt {
+                certs: b,
+                protect_subject: pb,
+            },
+        ) => {
+            if same_keys(&a, &b) {
+                Ok(Class::Encrypt {
+                    certs: a,
+                    protect_subject: pa.or(pb),
+                })
+            } else if mixed == Mixed::Union || non_smtp {
+                Ok(union(a, pa, b, pb))
+            } else {
+                Err(Class::Encrypt {
+                    certs: a,
+                    protect_subject: pa,
+                })
+            }
+        }
+        (c @ Class::Encrypt { .. }, Class::Plain(_)) if non_smtp => {
+            *merged_plain = true;
+            Ok(c)
+        }
+        (Class::Plain(_), c @ Class::Encrypt { .. }) if non_smtp => {
+            *merged_plain = true;
+            Ok(c)
+        }
+        (current, _) => Err(current),
+    }
+}
+
+fn union(a: Vec<Cert>, pa: Option<bool>, b: Vec<Cert>, pb: Option<bool>) -> Class {
+    let mut certs: Vec<Cert> = a.into_iter().chain(b).collect();
+    certs.sort_by_key(|c| c.fingerprint().to_hex());
+    certs.dedup_by(|x, y| x.fingerprint() == y.fingerprint());
+    Class::Encrypt {
+        certs,
+        // Either recipient asking for a hidden subject hides it for the shared copy.
+        protect_subject: match (pa, pb) {
+            (Some(true), _) | (_, Some(true)) => Some(true),
+            (x, y) => x.or(y),
+        },
+    }
+}
+
+async fn header(cx: &mut Context<Session>, name: CString, value: CString) -> Status {
+    let txn = &mut session(&mut cx.data).txn;
+    txn.headers
+        .push((name.to_string_lossy().into_owned(), value.into_bytes()));
+    Status::Continue
+}
+
+async fn eoh(shared: Arc<Shared>, cx: &mut Context<Session>) -> Status {
+    let qid = queue_id(&cx.macros);
+    let txn = &mut session(&mut cx.data).txn;
+    let Some(Class::Encrypt {
+        certs,
+        protect_subject,
+        ..
+    }) = txn.class.clone()
+    else {
+        return Status::Continue;
+    };
+    txn.started = Some(Instant::now());
+    let options = TransformOptions {
+        protect_subject: protect_subject.unwrap_or(shared.config.protect_subject),
+        compress: shared.config.compress,
+        spill_threshold: shared.config.spill_threshold_bytes,
+        spill_dir: shared.config.spill_dir.clone(),
+    };
+    let headers = std::mem::take(&mut txn.headers);
+    // Building the encryptor may do public-key work (one PKESK per key): off the reactor.
+    let built = tokio::task::spawn_blocking(move || {
+        let now = std::time::SystemTime::now();
+        let recipients = Recipients::new(&certs, now)?;
+        let enc = MessageEncryptor::new(
+            headers.iter().map(|(n, v)| (n.clone(), v.clone())),
+            &recipients,
+            &options,
+        )?;
+        Ok::<_, crate::transform::TransformError>((enc, headers))
+    })
+    .await;
+    match built {
+        Ok(Ok((enc, headers))) => {
+            txn.headers = headers;
+            txn.encryptor = Some(enc);
+        }
+        Ok(Err(e)) => {
+            warn!(queue_id = %qid, error = %e, "cannot start encryption");
+            txn.failed = Some(e.to_string());
+        }
+        Err(e) => {
+            warn!(queue_id = %qid, error = %e, "encryption task failed");
+            txn.failed = Some("internal error".into());
+        }
+    }
+    Status::Continue
+}
+
+async fn body(cx: &mut Context<Session>, chunk: Bytes) -> Status {
+    let txn = &mut session(&mut cx.data).txn;
+    txn.body_bytes += chunk.len() as u64;
+    if txn.failed.is_some() {
+        return Status::Continue;
+    }
+    let Some(mut enc) = txn.encryptor.take() else {
+        return Status::Continue;
+    };
+    let done = tokio::task::spawn_blocking(move || {
+        let r = enc.write_body(&chunk);
+        (enc, r)
+    })
+    .await;
+    match done {
+        Ok((enc, Ok(()))) => {
+            // Already-encrypted mail needs no more body.
+            let skip = matches!(enc.decision(), Decision::Skip(_));
+            txn.encryptor = Some(enc);
+            if skip {
+                return Status::Skip;
+            }
+        }
+        Ok((_, Err(e))) => txn.failed = Some(e.to_string()),
+        Err(_) => txn.failed = Some("internal error".into()),
+    }
+    Status::Continue
+}
+
+async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
+    let qid = queue_id(&cx.macros);
+    let txn = std::mem::take(&mut session(&mut cx.data).txn);
+    let metrics = &shared.metrics;
+    let class = txn.class.clone();
+    match class {
+        None | Some(Class::Plain(_)) => {
+            let reason = match class {
+                Some(Class::Plain(r)) => r,
+                _ => "no-recipient",
+            };
+            // A trace header arriving from outside must not vouch for this message.
+            let existing = txn
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(TRACE_HEADER))
+                .count();
+            for i in (1..=existing).rev() {
+                if let Err(e) = cx
+                    .actions
+                    .change_header(TRACE_HEADER, i as i32, None::<CString>)
+                    .await
+                {
+                    return action_failed(&shared, cx, &qid, e);
+                }
+            }
+            if let Err(e) = cx
+                .actions
+                .add_header(TRACE_HEADER, format!("plaintext; reason={reason}"))
+                .await
+            {
+                return action_failed(&shared, cx, &qid, e);
+            }
+            metrics.message("plaintext");
+            info!(queue_id = %qid, outcome = "plaintext", reason, "message passed");
+            Status::Continue
+        }
+        Some(Class::Encrypt { .. }) => {
+            if let Some(why) = txn.failed {
+                return encryption_failed(&shared, cx, &qid, &why);
+            }
+            let Some(enc) = txn.encryptor else {
+                return encryption_failed(&shared, cx, &qid, "the encryptor was not started");
+            };
+            let finished = tokio::task::spawn_blocking(move || enc.finish()).await;
+            let done = match finished {
+                Ok(Ok(done)) => done,
+                Ok(Err(e)) => return encryption_failed(&shared, cx, &qid, &e.to_string()),
+                Err(_) => return encryption_failed(&shared, cx, &qid, "internal error"),
+            };
+            for edit in &done.header_edits {
+                let r = match edit {
+                    HeaderEdit::Change { name, index, value } => {
+                        cx.actions
+                            .change_header(name.as_str(), *index as i32, Some(value.as_str()))
+                            .await
+                    }
+                    HeaderEdit::Delete { name, index } => {
+                        cx.actions
+                            .change_header(name.as_str(), *index as i32, None::<CString>)
+                            .await
+                    }
+                    HeaderEdit::Add { name, value } => {
+                        cx.actions.add_header(name.as_str(), value.as_str()).await
+                    }
+                };
+                if let Err(e) = r {
+                    return action_failed(&shared, cx, &qid, e);
+                }
+            }
+            let mut bytes_out = 0u64;
+            if let Some(spool) = done.body {
+                let mut reader = match spool.into_reader() {
+                    Ok(r) => r,
+                    Err(e) => return encryption_failed(&shared, cx, &qid, &e.to_string()),
+                };
+                loop {
+                    let (r, chunk) = match tokio::task::spawn_blocking(move || {
+                        let c = reader.next_chunk();
+                        (reader, c)
+                    })
+                    .await
+                    {
+                        Ok(x) => x,
+                        Err(_) => return encryption_failed(&shared, cx, &qid, "internal error"),
+                    };
+                    reader = r;
+                    match chunk {
+                        Ok(Some(c)) => {
+                            bytes_out += c.len() as u64;
+                            if let Err(e) = cx.actions.replace_body(&c).await {
+                                return action_failed(&shared, cx, &qid, e);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => return encryption_failed(&shared, cx, &qid, &e.to_string()),
+                    }
+                }
+            }
+            if let Some(t) = txn.started {
+                metrics.transform_time(t.elapsed().as_secs_f64());
+            }
+            metrics.bytes(done.bytes_in, bytes_out);
+            match done.outcome {
+                Outcome::Encrypted { fingerprints: f } => {
+                    metrics.message("encrypted");
+                    info!(
+                        queue_id = %qid,
+                        outcome = "encrypted",
+                        keys = %f.join(","),
+                        shared_with_plain_recipients = txn.merged_plain,
+                        bytes_in = done.bytes_in,
+                        bytes_out,
+                        "message encrypted"
+                    );
+                }
+                Outcome::Skipped(reason) => {
+                    metrics.message("skipped");
+                    info!(queue_id = %qid, outcome = "skipped", reason = reason.as_str(), "message already encrypted");
+                }
+            }
+            Status::Continue
+        }
+    }
+}
+
+fn error_codes(on_error: OnError, lookup: bool) -> (&'static str, &'static str) {
+    match (on_error, lookup) {
+        (OnError::Tempfail, true) => ("451", "4.7.1"),
+        (OnError::Tempfail, false) => ("451", "4.7.0"),
+        (OnError::Reject, true) => ("550", "5.7.1"),
+        (OnError::Reject, false) => ("554", "5.7.0"),
+    }
+}
+
+fn status_for(on_error: OnError) -> Status {
+    match on_error {
+        OnError::Tempfail => Status::Tempfail,
+        OnError::Reject => Status::Reject,
+    }
+}
+
+fn encryption_failed(
+    shared: &Shared,
+    cx: &mut EomContext<Session>,
+    qid: &str,
+    why: &str,
+) -> Status {
+    warn!(queue_id = %qid, error = %why, "encryption failed; message refused");
+    let on_error = shared.config.on_error;
+    shared.metrics.message(match on_error {
+        OnError::Tempfail => "tempfailed",
+        OnError::Reject => "rejected",
+    });
+    let (code, x) = error_codes(on_error, false);
+    reply(
+        &mut cx.reply,
+        code,
+        x,
+        "sealpost: the message could not be encrypted; try again later",
+    );
+    status_for(on_error)
+}
+
+fn action_failed(
+    shared: &Shared,
+    cx: &mut EomContext<Session>,
+    qid: &str,
+    e: indymilter::ActionError,
+) -> Status {
+    encryption_failed(shared, cx, qid, &format!("milter action failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sequoia_openpgp::cert::CertBuilder;
+
+    fn certs(n: usize) -> Vec<Cert> {
+        let mut v: Vec<Cert> = (0..n)
+            .map(|i| {
+                CertBuilder::general_purpose(Some(format!("<k{i}@example.org>")))
+                    .generate()
+                    .unwrap()
+                    .0
+            })
+            .collect();
+        v.sort_by_key(|c| c.fingerprint().to_hex());
+        v
+    }
+
+    fn enc(c: &[&Cert]) -> Class {
+        Class::Encrypt {
+            certs: c.iter().map(|c| (*c).clone()).collect(),
+            protect_subject: None,
+        }
+    }
+
+    fn fprs(c: &Class) -> Vec<String> {
+        match c {
+            Class::Encrypt { certs, .. } => {
+                certs.iter().map(|c| c.fingerprint().to_hex()).collect()
+            }
+            Class::Plain(_) => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn split_mode_keeps_one_treatment_per_transaction() {
+        let k = certs(2);
+        let mut m = false;
+        assert!(merge(enc(&[&k[0]]), enc(&[&k[0]]), Mixed::Split, false, &mut m).is_ok());
+        assert!(merge(enc(&[&k[0]]), enc(&[&k[1]]), Mixed::Split, false, &mut m).is_err());
+        assert!(merge(
+            enc(&[&k[0]]),
+            Class::Plain("no-key"),
+            Mixed::Split,
+            false,
+            &mut m
+        )
+        .is_err());
+        assert!(merge(
+            Class::Plain("no-key"),
+            enc(&[&k[0]]),
+            Mixed::Union,
+            false,
+            &mut m
+        )
+        .is_err());
+        assert!(merge(
+            Class::Plain("a"),
+            Class::Plain("b"),
+            Mixed::Split,
+            false,
+            &mut m
+        )
+        .is_ok());
+        assert!(!m);
+    }
+
+    #[test]
+    fn union_mode_joins_key_holders_only() {
+        let k = certs(2);
+        let mut m = false;
+        let c = merge(
+            enc(&[&k[1]]),
+            enc(&[&k[0], &k[1]]),
+            Mixed::Union,
+            false,
+            &mut m,
+        )
+        .unwrap();
+        assert_eq!(fprs(&c), fprs(&enc(&[&k[0], &k[1]])));
+        assert!(merge(c, Class::Plain("no-key"), Mixed::Union, false, &mut m).is_err());
+    }
+
+    #[test]
+    fn non_smtp_mail_is_never_split_and_never_plain_for_key_holders() {
+        let k = certs(2);
+        let mut m = false;
+        let c = merge(
+            Class::Plain("no-key"),
+            enc(&[&k[0]]),
+            Mixed::Split,
+            true,
+            &mut m,
+        )
+        .unwrap();
+        assert_eq!(fprs(&c).len(), 1);
+        assert!(m);
+        let c = merge(c, enc(&[&k[1]]), Mixed::Split, true, &mut m).unwrap();
+        assert_eq!(fprs(&c).len(), 2);
+    }
+}

@@ -1,0 +1,171 @@
+//! `sealpost serve` and `sealpost milter`: long-running services with a metrics endpoint.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::registry::Registry;
+use sealpost_keystore::Keystore;
+use sealpost_milter::{service, Metrics};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::{open_keystore, redact_url};
+use crate::config::Config;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Parts {
+    /// Everything this build serves.
+    All,
+    /// The milter alone (plus metrics).
+    Milter,
+}
+
+struct Health {
+    registry: Registry,
+    keystore: Keystore,
+}
+
+pub async fn run(config: &Config, parts: Parts) -> Result<ExitCode> {
+    let keystore = match parts {
+        Parts::All => open_keystore(config).await?,
+        // Milter-only nodes may use a read-only role: no migrations there.
+        Parts::Milter => Keystore::connect(
+            &config.database,
+            config.lookup.clone(),
+            config.policy.clone(),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the keystore at {}",
+                redact_url(&config.database.url)
+            )
+        })?,
+    };
+    if parts == Parts::Milter {
+        let pending = keystore.pending_migrations().await?;
+        if !pending.is_empty() {
+            anyhow::bail!(
+                "the keystore schema is not up to date ({} migrations pending); run `sealpost check` with the owner role first",
+                pending.len()
+            );
+        }
+    }
+
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+
+    let listener = service::bind(&config.milter.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} ([milter] listen)",
+                config.milter.listen
+            )
+        })?;
+    info!(listen = %config.milter.listen, "milter listening");
+
+    if !config.metrics.listen.is_empty() {
+        let health = Arc::new(Health {
+            registry,
+            keystore: keystore.clone(),
+        });
+        let app = Router::new()
+            .route("/metrics", get(metrics_text))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(ready))
+            .with_state(health);
+        let l = tokio::net::TcpListener::bind(&config.metrics.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} ([metrics] listen)",
+                    config.metrics.listen
+                )
+            })?;
+        info!(listen = %config.metrics.listen, "metrics listening");
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(l, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+    }
+
+    let grace = Duration::from_secs(config.milter.shutdown_grace_secs);
+    let mut rx = stop_rx.clone();
+    let shutdown = async move {
+        let _ = rx.wait_for(|s| *s).await;
+        info!("shutting down: no new connections; finishing messages in flight");
+    };
+    let milter = service::run(
+        listener,
+        keystore.clone(),
+        config.milter.clone(),
+        metrics,
+        shutdown,
+    );
+    tokio::pin!(milter);
+    let mut rx = stop_rx.clone();
+    let deadline = async move {
+        let _ = rx.wait_for(|s| *s).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        r = &mut milter => r.context("the milter stopped")?,
+        _ = deadline => warn!(grace_secs = grace.as_secs(), "messages still in flight after the grace period; exiting (Postfix retries them)"),
+    }
+    keystore.close().await;
+    info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn metrics_text(State(h): State<Arc<Health>>) -> impl IntoResponse {
+    let mut out = String::new();
+    match prometheus_client::encoding::text::encode(&mut out, &h.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            out,
+        ),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "text/plain")],
+            "cannot encode metrics\n".to_string(),
+        ),
+    }
+}
+
+async fn ready(State(h): State<Arc<Health>>) -> impl IntoResponse {
+    match sqlx::query("SELECT 1").execute(h.keystore.pool()).await {
+        Ok(_) => (StatusCode::OK, "ready\n"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "keystore unreachable\n"),
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
