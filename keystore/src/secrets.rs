@@ -287,6 +287,27 @@ impl Keystore {
         Ok(())
     }
 
+    /// Stores a verified private key together with its escrow in one transaction (the
+    /// escrow-required policy: neither is stored without the other).
+    pub async fn create_private_key_with_escrow(
+        &self,
+        account_id: &str,
+        key: &VerifiedPrivateKey,
+        label: Option<&str>,
+        escrow: &VerifiedEscrow,
+        actor: &Actor,
+    ) -> Result<PrivateKeyRecord> {
+        let mut tx = self.begin().await?;
+        self.create_private_key_tx(&mut tx, account_id, key, label, actor)
+            .await?;
+        self.put_escrow_tx(&mut tx, account_id, &key.fingerprint, escrow, actor)
+            .await?;
+        tx.commit().await?;
+        self.private_key(account_id, &key.fingerprint)
+            .await?
+            .ok_or_else(|| Error::NotFound("private key vanished".into()))
+    }
+
     /// Changes a private key's label.
     pub async fn set_private_key_label(
         &self,
@@ -394,6 +415,105 @@ impl Keystore {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Stores a re-protected private key after an officer recovery, replacing the stored one
+    /// (or storing it when none is). The escrow of the old key holds the old password, so it
+    /// is removed. Returns the record and whether an escrow was removed. Audited as
+    /// `private_key.reinstate` with `reason`.
+    pub async fn reinstate_private_key(
+        &self,
+        account_id: &str,
+        key: &VerifiedPrivateKey,
+        reason: Option<&str>,
+        actor: &Actor,
+    ) -> Result<(PrivateKeyRecord, bool)> {
+        let mut tx = self.begin().await?;
+        let exists = sqlx::query("SELECT account_id FROM private_keys WHERE fingerprint = $1")
+            .bind(&key.fingerprint)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.get::<String, _>(0));
+        let primary = self.primary_of_tx(&mut tx, account_id).await?;
+        let escrow_removed = match exists.as_deref() {
+            None => {
+                self.create_private_key_tx(&mut tx, account_id, key, None, actor)
+                    .await?;
+                false
+            }
+            Some(owner) if owner != account_id => {
+                return Err(Error::NotFound(format!(
+                    "no private key {} in this account",
+                    key.fingerprint
+                )));
+            }
+            Some(_) => {
+                let removed = sqlx::query("DELETE FROM escrows WHERE private_key_fingerprint = $1")
+                    .bind(&key.fingerprint)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    > 0;
+                if removed {
+                    audit::append(
+                        &mut tx,
+                        actor,
+                        Some(&primary),
+                        "escrow.destroy",
+                        Some(&key.fingerprint),
+                        Some("replaced key: the escrow held the old password"),
+                    )
+                    .await?;
+                    self.record_change(
+                        &mut tx,
+                        account_id,
+                        ObjectType::Escrow,
+                        &key.fingerprint,
+                        ChangeOp::Destroyed,
+                    )
+                    .await?;
+                }
+                let protection = serde_json::to_string(&key.protection).expect("serializable");
+                sqlx::query(
+                    "UPDATE private_keys SET protection = $1, size = $2, updated_at = $3 WHERE fingerprint = $4",
+                )
+                .bind(&protection)
+                .bind(key.armored.len() as i64)
+                .bind(now_unix())
+                .bind(&key.fingerprint)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE private_key_blobs SET armored = $1 WHERE fingerprint = $2")
+                    .bind(&key.armored)
+                    .bind(&key.fingerprint)
+                    .execute(&mut *tx)
+                    .await?;
+                self.record_change(
+                    &mut tx,
+                    account_id,
+                    ObjectType::PrivateKey,
+                    &key.fingerprint,
+                    ChangeOp::Updated,
+                )
+                .await?;
+                removed
+            }
+        };
+        audit::append(
+            &mut tx,
+            actor,
+            Some(&primary),
+            "private_key.reinstate",
+            Some(&key.fingerprint),
+            reason,
+        )
+        .await?;
+        tx.commit().await?;
+        let rec = self
+            .private_key(account_id, &key.fingerprint)
+            .await?
+            .ok_or_else(|| Error::NotFound("private key vanished".into()))?;
+        Ok((rec, escrow_removed))
     }
 
     // ---- escrows --------------------------------------------------------------------

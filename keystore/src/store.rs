@@ -538,6 +538,20 @@ impl Keystore {
         Ok(())
     }
 
+    /// The account holding this address (recipient-delimiter stripping aside) and its
+    /// argon2id hash, if one is set, so a caller can verify off the async reactor.
+    pub async fn password_hash_of(&self, a: &Address) -> Result<Option<(String, Option<String>)>> {
+        let Some(id) = self.account_for_address(a).await? else {
+            return Ok(None);
+        };
+        let hash: Option<String> = sqlx::query("SELECT password_hash FROM accounts WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&self.pool)
+            .await?
+            .get(0);
+        Ok(Some((id, hash)))
+    }
+
     /// Checks a password against the stored hash; returns the account id on success.
     pub async fn verify_password(&self, a: &Address, password: &str) -> Result<Option<String>> {
         let Some(id) = self.account_for_address(a).await? else {
