@@ -156,21 +156,12 @@ async fn negotiate(cx: &mut NegotiateContext<Session>) -> Status {
 }
 
 async fn connect(cx: &mut Context<Session>, host: CString, socket: SocketInfo) -> Status {
-    // Postfix's cleanup server announces non-SMTP mail as a connection from "localhost"
-    // with no client socket information on the daemon side.
-    let unknown_socket = matches!(socket, SocketInfo::Unknown);
-    let daemon_port = cx
-        .macros
-        .get(c"{daemon_port}")
-        .map(|v| v.to_string_lossy().into_owned());
-    let non_smtp = daemon_port.is_none() && host.as_bytes() == b"localhost";
-    debug!(
-        host = %host.to_string_lossy(),
-        unknown_socket,
-        daemon_port = daemon_port.as_deref().unwrap_or("-"),
-        non_smtp,
-        "milter connection"
-    );
+    // Postfix's cleanup server announces non-SMTP mail (sendmail, pickup) with a made-up
+    // connection: host "localhost", address 127.0.0.1, port 0. A real TCP client never
+    // has port 0, so an SMTP client on loopback is not mistaken for it.
+    let non_smtp = host.as_bytes() == b"localhost"
+        && matches!(&socket, SocketInfo::Inet(a) if a.port() == 0 && a.ip().is_loopback());
+    debug!(host = %host.to_string_lossy(), ?socket, non_smtp, "milter connection");
     cx.data = Some(Session {
         non_smtp,
         txn: Txn::default(),

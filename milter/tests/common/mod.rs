@@ -33,8 +33,15 @@ pub const PROTECTED: &[&str] = &[
     "References",
 ];
 
+/// The corpus lives in the milter crate; the workspace's end-to-end tests share it.
 pub fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let milter = if here.ends_with("milter") {
+        here
+    } else {
+        here.join("milter")
+    };
+    milter.join("tests/corpus")
 }
 
 fn read_dir_eml(dir: PathBuf) -> Vec<(String, Vec<u8>)> {

@@ -20,6 +20,8 @@ pub struct Postfix {
 /// The reply to each SMTP command of one transaction.
 #[derive(Debug)]
 pub struct SmtpResult {
+    /// Reply to MAIL FROM (the transaction stops there unless it is 250).
+    pub mail: (u16, String),
     /// (recipient, reply code, reply text) for each RCPT TO.
     pub rcpt: Vec<(String, u16, String)>,
     /// Reply to the end of DATA, if DATA was reached.
@@ -319,8 +321,15 @@ pub fn smtp_send(port: u16, from: &str, to: &[&str], message: &[u8]) -> SmtpResu
     assert_eq!(c, 250, "{t}");
     w.write_all(format!("MAIL FROM:<{from}> BODY=8BITMIME SMTPUTF8\r\n").as_bytes())
         .unwrap();
-    let (c, t) = read_reply(&mut r);
-    assert_eq!(c, 250, "{t}");
+    let mail = read_reply(&mut r);
+    if mail.0 != 250 {
+        let _ = w.write_all(b"QUIT\r\n");
+        return SmtpResult {
+            mail,
+            rcpt: Vec::new(),
+            data: None,
+        };
+    }
     let mut rcpt = Vec::new();
     for addr in to {
         w.write_all(format!("RCPT TO:<{addr}>\r\n").as_bytes())
@@ -341,7 +350,7 @@ pub fn smtp_send(port: u16, from: &str, to: &[&str], message: &[u8]) -> SmtpResu
         }
     }
     let _ = w.write_all(b"QUIT\r\n");
-    SmtpResult { rcpt, data }
+    SmtpResult { mail, rcpt, data }
 }
 
 /// CRLF line endings, a final line break, and leading dots doubled (RFC 5321 4.5.2).
