@@ -58,6 +58,9 @@ Already-encrypted messages are copied unchanged apart from the X-Sealpost trace 
     /// Inspect and verify the hash-chained audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Security-officer commands: officer keys, escrow export, offline recovery.
+    #[command(subcommand)]
+    Escrow(EscrowCmd),
     /// Validate the configuration, the database and every stored key.
     #[command(
         after_help = "Exit status: 0 when everything is fine, 1 when anything is wrong \
@@ -184,4 +187,187 @@ pub enum AuditCmd {
 
 fn parse_address(s: &str) -> Result<Address, String> {
     Address::parse(s).map_err(|e| e.to_string())
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum OfficerAlgo {
+    /// Ed25519 + Curve25519 (readable by GnuPG 2.2 and later).
+    Cv25519,
+    /// RSA 4096.
+    Rsa4096,
+}
+
+/// Where the officer's secret key comes from for offline commands.
+#[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("officer").required(true))]
+pub struct OfficerSecretArgs {
+    /// The officer's protected secret key file (officer-FPR.key.asc).
+    #[arg(long, value_name = "FILE", group = "officer")]
+    pub officer_key: Option<PathBuf>,
+    /// Read the officer key's passphrase from the first line of this file instead of the
+    /// terminal.
+    #[arg(long, value_name = "FILE", requires = "officer_key")]
+    pub passphrase_file: Option<PathBuf>,
+    /// A share file of the officer key (repeat for each share; THRESHOLD of them are needed).
+    #[arg(long = "share", value_name = "FILE", group = "officer")]
+    pub shares: Vec<PathBuf>,
+    /// Passphrase file for a protected share (repeat, in the order of the protected
+    /// --share files); protected shares without one are asked for on the terminal.
+    #[arg(long = "share-passphrase-file", value_name = "FILE")]
+    pub share_passphrase_files: Vec<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EscrowCmd {
+    /// Generate a security-officer key (run it on an offline machine).
+    #[command(
+        after_help = "Without --shares the secret key is written protected by a passphrase, \
+read from the terminal (twice) or from --passphrase-file. With --shares N --threshold M it is \
+split with Shamir's scheme into N share files, any M of which recover it; --share-passphrase \
+protects each share with its own passphrase (asked per share, or one --share-passphrase-file per \
+share). Files with secrets are created with mode 0600; existing files are never overwritten.
+
+Examples:
+  sealpost escrow officer-init --out /media/offline/officer
+  sealpost escrow officer-init --out officer --algo rsa4096 --passphrase-file pass.txt
+  sealpost escrow officer-init --out officer --shares 3 --threshold 2 --share-passphrase"
+    )]
+    OfficerInit {
+        /// Directory for the key files (created with mode 0700 when missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Key algorithm.
+        #[arg(long, value_enum, default_value = "cv25519")]
+        algo: OfficerAlgo,
+        /// User ID of the officer key.
+        #[arg(long, value_name = "UID", default_value = "sealpost security officer")]
+        user_id: String,
+        /// Read the key's passphrase from the first line of this file instead of the terminal.
+        #[arg(long, value_name = "FILE", conflicts_with = "shares")]
+        passphrase_file: Option<PathBuf>,
+        /// Split the secret key into this many share files.
+        #[arg(long, value_name = "N", requires = "threshold", value_parser = clap::value_parser!(u8).range(2..))]
+        shares: Option<u8>,
+        /// How many shares recover the key.
+        #[arg(long, value_name = "M", requires = "shares", value_parser = clap::value_parser!(u8).range(2..))]
+        threshold: Option<u8>,
+        /// Protect each share with its own passphrase.
+        #[arg(long, requires = "shares")]
+        share_passphrase: bool,
+        /// Passphrase file for each share, in order (implies --share-passphrase).
+        #[arg(
+            long = "share-passphrase-file",
+            value_name = "FILE",
+            requires = "shares"
+        )]
+        share_passphrase_files: Vec<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install an officer public key on the server (active: clients escrow to it).
+    #[command(after_help = "Example:\n  sealpost escrow officer-add officer-0123…ABCD.pub.asc")]
+    OfficerAdd {
+        /// The officer's public key file.
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List installed officer keys.
+    OfficerList {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retire an officer key: clients stop escrowing to it; existing escrows stay.
+    OfficerRetire {
+        /// Fingerprint (hex, spaces allowed).
+        fingerprint: String,
+    },
+    /// Export a recovery bundle (protected keys and escrows) for offline recovery; audited.
+    #[command(
+        after_help = "The bundle is created with mode 0600. Each exported key gets an \
+audit row with the reason and the operator.
+
+Examples:
+  sealpost escrow export --account alice@example.org --reason \"ticket 4711: lost password\" --out alice.bundle
+  sealpost escrow export --all --reason \"quarterly drill\" --out all.bundle"
+    )]
+    #[command(group = clap::ArgGroup::new("which").required(true))]
+    Export {
+        /// The account to export.
+        #[arg(long, value_parser = parse_address, group = "which")]
+        account: Option<Address>,
+        /// Export every stored private key and escrow (for the drill and rotation).
+        #[arg(long, group = "which")]
+        all: bool,
+        /// Why (recorded in the audit log).
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// The bundle file to write.
+        #[arg(long, value_name = "BUNDLE")]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Offline: recover a user's password or key from a bundle with the officer key.
+    #[command(
+        after_help = "Exactly one of --reveal-password, --reprotect, --decrypt-maildir.
+
+Examples:
+  sealpost escrow recover --bundle alice.bundle --officer-key officer.key.asc --reveal-password
+  sealpost escrow recover --bundle alice.bundle --share s1.json --share s3.json \\
+      --reprotect --new-password-file new.txt --out alice-new.asc
+  sealpost escrow recover --bundle alice.bundle --officer-key officer.key.asc \\
+      --decrypt-maildir /srv/mail/alice/Maildir --out /srv/recovered/alice"
+    )]
+    #[command(group = clap::ArgGroup::new("action").required(true))]
+    Recover {
+        /// The recovery bundle made by `escrow export`.
+        #[arg(long, value_name = "BUNDLE")]
+        bundle: PathBuf,
+        #[command(flatten)]
+        officer: OfficerSecretArgs,
+        /// Which account's key (when the bundle holds several).
+        #[arg(long, value_parser = parse_address)]
+        account: Option<Address>,
+        /// Which key, by fingerprint (when the account has several).
+        #[arg(long = "key", value_name = "FPR")]
+        key: Option<String>,
+        /// Show the user's password: on the terminal only, or into --out FILE (mode 0600).
+        #[arg(long, group = "action")]
+        reveal_password: bool,
+        /// Unlock the private key and protect it under a new password, written to --out.
+        #[arg(long, group = "action", requires = "out")]
+        reprotect: bool,
+        /// The new password (first line of this file); without it, asked on the terminal.
+        #[arg(long, value_name = "FILE", requires = "reprotect")]
+        new_password_file: Option<PathBuf>,
+        /// Decrypt the sealpost-encrypted mail of this Maildir into --out (DIR is not changed).
+        #[arg(long, value_name = "DIR", group = "action", requires = "out")]
+        decrypt_maildir: Option<PathBuf>,
+        /// Output file or directory.
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store a re-protected private key for the user (replaces the old one; audited).
+    #[command(
+        after_help = "The old escrow held the old password, so it is removed; the \
+user's client escrows the new password at the next login.
+
+Example:
+  sealpost escrow reinstate --account alice@example.org alice-new.asc --reason \"ticket 4711\""
+    )]
+    Reinstate {
+        #[arg(long, value_parser = parse_address)]
+        account: Address,
+        /// The re-protected key made by `escrow recover --reprotect`.
+        file: PathBuf,
+        /// Why (recorded in the audit log).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -4,6 +4,7 @@ mod accounts;
 mod audit;
 mod check;
 mod encrypt;
+mod escrow;
 mod keys;
 mod serve;
 
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Command::Keys(c) => keys::run(&loaded.config, c).await,
             Command::Audit(c) => audit::run(&loaded.config, c).await,
             Command::Check(a) => check::run(&loaded, a).await,
+            Command::Escrow(c) => escrow::run(&loaded.config, c).await,
             Command::Serve => serve::run(&loaded.config, serve::Parts::All).await,
             Command::Milter => serve::run(&loaded.config, serve::Parts::Milter).await,
             Command::Encrypt(a) => encrypt::run(&loaded.config, a).await,

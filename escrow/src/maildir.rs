@@ -1,0 +1,396 @@
+//! Decrypting a Maildir of sealpost-encrypted mail into a new Maildir.
+//!
+//! The source is only read. Every file is copied to the same relative path under the
+//! destination; messages that sealpost encrypted (an `X-Sealpost: encrypted` trace field on a
+//! PGP/MIME message) to the given key are replaced by the original message rebuilt from the
+//! encrypted payload, everything else is copied byte for byte.
+//!
+//! Rebuilding inverts the transform: the outer header fields stay in order, the trace field
+//! goes, the outer `Content-Type` is replaced by the original `Content-*` fields carried
+//! inside (without the header-protection parameters the transform appended), an obscured
+//! Subject gets its real value back, and the body is the original body.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use openpgp::Cert;
+use sequoia_openpgp as openpgp;
+use serde::Serialize;
+
+use crate::symmetric::{DecryptError, Keyring};
+
+/// Largest message decrypted (larger ones are copied and reported).
+const MAX_MESSAGE: usize = 1 << 30;
+
+/// What happened to each file.
+#[derive(Debug, Default, Serialize)]
+pub struct MaildirReport {
+    /// Messages decrypted.
+    pub decrypted: u64,
+    /// Files copied unchanged (not sealpost-encrypted, or not mail).
+    pub copied: u64,
+    /// sealpost-encrypted messages that are not addressed to this key (copied unchanged).
+    pub other_key: u64,
+    /// Messages that failed to decrypt (copied unchanged), with the reason.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Decrypts every sealpost-encrypted message of `src` into `dst` (which must not exist or
+/// be empty). `progress` is called with (done, total) after each file.
+pub fn decrypt_maildir(
+    src: &Path,
+    dst: &Path,
+    key: &Cert,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<MaildirReport> {
+    if !src.is_dir() {
+        bail!("{} is not a directory", src.display());
+    }
+    if !src.join("cur").is_dir() && !src.join("new").is_dir() {
+        bail!(
+            "{} is not a Maildir (it has neither cur/ nor new/)",
+            src.display()
+        );
+    }
+    let src_abs = src
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", src.display()))?;
+    if dst.exists() {
+        let empty = fs::read_dir(dst)
+            .with_context(|| format!("cannot read {}", dst.display()))?
+            .next()
+            .is_none();
+        if !empty {
+            bail!(
+                "{} exists and is not empty; give a new directory for the decrypted mail",
+                dst.display()
+            );
+        }
+        if dst.canonicalize()?.starts_with(&src_abs) {
+            bail!("the output directory must not be inside the Maildir being read");
+        }
+    } else if let Some(parent) = dst.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if parent.exists() && parent.canonicalize()?.starts_with(&src_abs) {
+            bail!("the output directory must not be inside the Maildir being read");
+        }
+    }
+
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    walk(src, Path::new(""), &mut files, &mut dirs)?;
+    mkdir(dst)?;
+    for d in &dirs {
+        mkdir(&dst.join(d))?;
+    }
+    let keyring = Keyring::from_certs([key]);
+    let mut report = MaildirReport::default();
+    let total = files.len() as u64;
+    for (i, rel) in files.iter().enumerate() {
+        let from = src.join(rel);
+        let to = dst.join(rel);
+        let data = fs::read(&from).with_context(|| format!("cannot read {}", from.display()))?;
+        let in_mail_dir = rel
+            .parent()
+            .and_then(|p| p.file_name())
+            .is_some_and(|n| n == "cur" || n == "new");
+        let output = if in_mail_dir && is_sealpost_encrypted(&data) {
+            match decrypt_message(&data, &keyring) {
+                Ok(plain) => {
+                    report.decrypted += 1;
+                    plain
+                }
+                Err(MessageError::Decrypt(DecryptError::NotForUs(_))) => {
+                    report.other_key += 1;
+                    data
+                }
+                Err(e) => {
+                    report
+                        .failed
+                        .push((rel.display().to_string(), e.to_string()));
+                    data
+                }
+            }
+        } else {
+            report.copied += 1;
+            data
+        };
+        write_private(&to, &output)?;
+        progress(i as u64 + 1, total);
+    }
+    Ok(report)
+}
+
+fn walk(base: &Path, rel: &Path, files: &mut Vec<PathBuf>, dirs: &mut Vec<PathBuf>) -> Result<()> {
+    let dir = base.join(rel);
+    let mut entries: Vec<_> = fs::read_dir(&dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("cannot read {}", dir.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let ty = e.file_type()?;
+        let r = rel.join(e.file_name());
+        if ty.is_dir() {
+            dirs.push(r.clone());
+            walk(base, &r, files, dirs)?;
+        } else if ty.is_file() {
+            files.push(r);
+        }
+        // Symlinks and special files are not followed.
+    }
+    Ok(())
+}
+
+fn mkdir(p: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(p)
+        .with_context(|| format!("cannot create {}", p.display()))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(data)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Why one message could not be decrypted.
+#[derive(Debug)]
+pub enum MessageError {
+    Malformed(&'static str),
+    Decrypt(DecryptError),
+}
+
+impl std::fmt::Display for MessageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MessageError::Malformed(why) => write!(f, "malformed PGP/MIME message: {why}"),
+            MessageError::Decrypt(e) => e.fmt(f),
+        }
+    }
+}
+
+/// One header field as it appears (folds included, line ending excluded).
+struct Field<'a> {
+    raw: &'a [u8],
+}
+
+impl Field<'_> {
+    fn name(&self) -> &[u8] {
+        let colon = self.raw.iter().position(|b| *b == b':').unwrap_or(0);
+        trim(&self.raw[..colon])
+    }
+    fn is(&self, name: &str) -> bool {
+        self.name().eq_ignore_ascii_case(name.as_bytes())
+    }
+    fn value(&self) -> &[u8] {
+        let colon = self.raw.iter().position(|b| *b == b':').unwrap_or(0);
+        trim(&self.raw[colon + 1..])
+    }
+    fn is_content(&self) -> bool {
+        let n = self.name();
+        n.len() > 8 && n[..8].eq_ignore_ascii_case(b"content-")
+    }
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &b[start..end.max(start)]
+}
+
+/// Splits a message into header fields and the body (after the empty line).
+fn split_message(data: &[u8]) -> (Vec<Field<'_>>, &[u8]) {
+    let mut fields: Vec<Field> = Vec::new();
+    let mut pos = 0;
+    let mut start: Option<usize> = None;
+    while pos < data.len() {
+        let end = data[pos..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(data.len(), |e| pos + e + 1);
+        let line = &data[pos..end];
+        let content = strip_eol(line);
+        if content.is_empty() {
+            if let Some(s) = start.take() {
+                fields.push(Field {
+                    raw: strip_eol(&data[s..pos]),
+                });
+            }
+            return (fields, &data[end..]);
+        }
+        if content[0] == b' ' || content[0] == b'\t' {
+            // Continuation of the field being read.
+        } else {
+            if let Some(s) = start.take() {
+                fields.push(Field {
+                    raw: strip_eol(&data[s..pos]),
+                });
+            }
+            start = Some(pos);
+        }
+        pos = end;
+    }
+    if let Some(s) = start {
+        fields.push(Field {
+            raw: strip_eol(&data[s..]),
+        });
+    }
+    (fields, &data[data.len()..])
+}
+
+fn strip_eol(b: &[u8]) -> &[u8] {
+    let b = b.strip_suffix(b"\n").unwrap_or(b);
+    b.strip_suffix(b"\r").unwrap_or(b)
+}
+
+/// True for a PGP/MIME message carrying sealpost's `encrypted` trace field.
+pub fn is_sealpost_encrypted(data: &[u8]) -> bool {
+    let (fields, _) = split_message(data);
+    let traced = fields
+        .iter()
+        .any(|f| f.is("X-Sealpost") && f.value().starts_with(b"encrypted"));
+    let pgp_mime = fields.iter().any(|f| {
+        f.is("Content-Type")
+            && f.value()
+                .to_ascii_lowercase()
+                .starts_with(b"multipart/encrypted")
+    });
+    traced && pgp_mime
+}
+
+/// The Content-Type the transform writes inside when the original had none.
+const DEFAULT_INNER_CT: &[u8] =
+    b"Content-Type: text/plain; charset=us-ascii; hp=\"cipher\"; protected-headers=\"v1\"";
+
+/// Rebuilds the original message from a sealpost-encrypted one.
+pub fn decrypt_message(data: &[u8], keyring: &Keyring) -> Result<Vec<u8>, MessageError> {
+    let (outer, body) = split_message(data);
+    let begin = find(body, b"-----BEGIN PGP MESSAGE-----")
+        .ok_or(MessageError::Malformed("no armored OpenPGP message"))?;
+    let end_marker = b"-----END PGP MESSAGE-----";
+    let end = find(&body[begin..], end_marker)
+        .map(|e| begin + e + end_marker.len())
+        .ok_or(MessageError::Malformed("the armored message is cut off"))?;
+    let payload = keyring
+        .decrypt(&body[begin..end], MAX_MESSAGE)
+        .map_err(MessageError::Decrypt)?;
+    let (inner, inner_body) = split_message(&payload);
+    let first_line_end = data.iter().position(|b| *b == b'\n').unwrap_or(0);
+    let eol: &[u8] = if first_line_end > 0 && data[first_line_end - 1] == b'\r' {
+        b"\r\n"
+    } else {
+        b"\n"
+    };
+
+    // Inner fields: protected copies of user-facing fields, the original Content-* fields,
+    // then HP-Outer records.
+    let content: Vec<&Field> = inner.iter().filter(|f| f.is_content()).collect();
+    let outer_subject_obscured = outer
+        .iter()
+        .find(|f| f.is("Subject"))
+        .is_some_and(|f| f.value() == b"[...]");
+    let inner_subject = inner.iter().find(|f| f.is("Subject"));
+
+    let mut out: Vec<u8> = Vec::with_capacity(payload.len() + 1024);
+    let mut content_done = false;
+    for f in &outer {
+        if f.is("X-Sealpost") {
+            continue;
+        }
+        if f.is("Content-Type") {
+            if !content_done {
+                content_done = true;
+                for c in &content {
+                    let raw = original_content_field(c);
+                    if c.is("Content-Type") && raw == DEFAULT_INNER_CT {
+                        // The original had no Content-Type at all.
+                        continue;
+                    }
+                    push_field(&mut out, raw, eol);
+                }
+            }
+            continue;
+        }
+        if f.is("Subject") && outer_subject_obscured {
+            if let Some(s) = inner_subject {
+                push_field(&mut out, s.raw, eol);
+                continue;
+            }
+        }
+        push_field(&mut out, f.raw, eol);
+    }
+    out.extend_from_slice(eol);
+    if eol == b"\n" {
+        out.extend(crlf_to_lf(inner_body));
+    } else {
+        out.extend_from_slice(inner_body);
+    }
+    Ok(out)
+}
+
+/// The original Content-Type, without the parameters the transform appended on their own
+/// folded line (the original bytes are a prefix of the inner field).
+fn original_content_field<'a>(f: &Field<'a>) -> &'a [u8] {
+    if !f.is("Content-Type") {
+        return f.raw;
+    }
+    for suffix in [
+        &b";\r\n hp=\"cipher\"; protected-headers=\"v1\""[..],
+        &b";\r\n hp=\"cipher\""[..],
+        &b";\r\n protected-headers=\"v1\""[..],
+    ] {
+        if let Some(p) = f.raw.strip_suffix(suffix) {
+            return p;
+        }
+        // A Content-Type that ended in ";" got only the fold.
+        if let Some(p) = f.raw.strip_suffix(&suffix[1..]) {
+            if p.ends_with(b";") {
+                return p;
+            }
+        }
+    }
+    f.raw
+}
+
+fn push_field(out: &mut Vec<u8>, raw: &[u8], eol: &[u8]) {
+    if eol == b"\n" {
+        out.extend(crlf_to_lf(raw));
+    } else {
+        out.extend_from_slice(raw);
+    }
+    out.extend_from_slice(eol);
+}
+
+fn crlf_to_lf(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\r' && b.get(i + 1) == Some(&b'\n') {
+            i += 1;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
