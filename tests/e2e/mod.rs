@@ -1,0 +1,176 @@
+//! What the Postfix end-to-end tests and the milter benchmark share: a keystore with
+//! keys for a few example.org mailboxes, its config file, and a running `sealpost milter`.
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sealpost_test_support::fixture;
+use sealpost_test_support::postfix::free_port;
+
+pub const ED: &str = "ed@example.org";
+pub const SQ: &str = "sq@example.org";
+pub const RSA: &str = "rsa@example.org";
+pub const PLAIN: &str = "plain@example.org";
+pub const SENDER: &str = "sender@example.net";
+pub const MAILBOXES: &[&str] = &["ed", "sq", "rsa", "plain"];
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A keystore with keys for ed@, sq@ and rsa@ (plain@ has none) and a milter config.
+pub struct Keystore {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub milter_port: u16,
+}
+
+impl Keystore {
+    pub fn new(url: Option<String>, extra: &str) -> Keystore {
+        let dir = tempfile::tempdir().unwrap();
+        let url = url.unwrap_or_else(|| format!("sqlite://{}/ks.db", dir.path().display()));
+        let milter_port = free_port();
+        let config = dir.path().join("sealpost.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[database]\nurl = \"{url}\"\n\n[milter]\nlisten = \"127.0.0.1:{milter_port}\"\n\
+                 cache_ttl_secs = 1\nshutdown_grace_secs = 5\n{extra}\n\n[metrics]\nlisten = \"\"\n"
+            ),
+        )
+        .unwrap();
+        let ks = Keystore {
+            dir,
+            config,
+            milter_port,
+        };
+        for (addr, key) in [
+            (ED, "gpg-ed25519.asc"),
+            (SQ, "sq-cv25519.asc"),
+            (RSA, "gpg-rsa3072.asc"),
+        ] {
+            let key = fixture(&format!("keys/{key}"));
+            let out = ks.sealpost(&["keys", "import", addr, key.to_str().unwrap()]);
+            assert!(
+                out.status.success(),
+                "import: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        ks
+    }
+
+    pub fn sealpost(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_sealpost"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("SEALPOST_DATABASE_URL")
+            .output()
+            .expect("run sealpost")
+    }
+
+    pub fn milter_spec(&self) -> String {
+        format!("inet:127.0.0.1:{}", self.milter_port)
+    }
+
+    pub fn fingerprint(&self, addr: &str) -> String {
+        let out = self.sealpost(&["keys", "list", addr, "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0]["fingerprint"].as_str().unwrap().to_string()
+    }
+}
+
+/// A running `sealpost milter` process.
+pub struct Milter {
+    pub child: Child,
+    log: PathBuf,
+}
+
+impl Milter {
+    pub fn start(ks: &Keystore) -> Milter {
+        let log = ks
+            .dir
+            .path()
+            .join(format!("milter-{}.log", common_suffix()));
+        let child = Command::new(env!("CARGO_BIN_EXE_sealpost"))
+            .arg("--config")
+            .arg(&ks.config)
+            .arg("milter")
+            .current_dir(ks.dir.path())
+            .env_remove("SEALPOST_DATABASE_URL")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the milter");
+        let mut m = Milter { child, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", ks.milter_port)).is_err() {
+            if let Ok(Some(status)) = m.child.try_wait() {
+                panic!("milter exited with {status}: {}", m.log());
+            }
+            assert!(Instant::now() < deadline, "milter did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        m
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "milter exit {status}: {}", self.log());
+                break;
+            }
+            assert!(Instant::now() < deadline, "milter ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.log()
+    }
+}
+
+impl Drop for Milter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn common_suffix() -> String {
+    sealpost_test_support::random_hex(4)
+}
+
+/// A MIME message with a base64 attachment of about `mb` MiB of pseudo-random bytes in
+/// 76-column lines, CRLF line endings.
+pub fn big_message(mb: usize) -> Vec<u8> {
+    let mut raw = b"From: Big <big@example.net>\r\nTo: <ed@example.org>\r\nSubject: big\r\n\
+Date: Tue, 25 Nov 2025 10:00:00 +0000\r\nMessage-ID: <big@example.net>\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
+Content-Type: text/plain\r\n\r\nsee attachment\r\n--b\r\n\
+Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\
+Content-Disposition: attachment; filename=\"big.bin\"\r\n\r\n"
+        .to_vec();
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while raw.len() < mb * 1024 * 1024 {
+        for _ in 0..76 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            raw.push(alphabet[(x % 64) as usize]);
+        }
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"--b--\r\n");
+    raw
+}
