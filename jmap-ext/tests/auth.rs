@@ -1,6 +1,7 @@
 //! Authentication modes over HTTP: static (argon2id) with failed-login rate limiting and
 //! CORS, proxy (trusted header from allowed sources), OIDC (bearer JWTs checked against a
 //! locally served JWKS).
+#![allow(clippy::field_reassign_with_default)]
 
 mod common;
 
@@ -26,7 +27,13 @@ async fn static_auth_rate_limits_and_cors() {
                 .basic_auth(user, Some(pw))
                 .send()
         };
-        assert_eq!(session("alice@example.org", "alice-login-pw").await.unwrap().status(), 200);
+        assert_eq!(
+            session("alice@example.org", "alice-login-pw")
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
         // Per user: three failures, then even the right password is refused for a while.
         for _ in 0..3 {
             let r = session("alice@example.org", "guess").await.unwrap();
@@ -37,12 +44,24 @@ async fn static_auth_rate_limits_and_cors() {
         assert_eq!(r.status(), 429);
         assert!(r.headers().contains_key("retry-after"));
         // Bob is not affected by alice's failures...
-        assert_eq!(session("bob@example.org", "bob-login-pw").await.unwrap().status(), 200);
+        assert_eq!(
+            session("bob@example.org", "bob-login-pw")
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
         // ...until the source has failed too often.
         for u in ["x@example.org", "y@example.org", "z@example.org"] {
             assert_eq!(session(u, "nope").await.unwrap().status(), 401);
         }
-        assert_eq!(session("bob@example.org", "bob-login-pw").await.unwrap().status(), 429);
+        assert_eq!(
+            session("bob@example.org", "bob-login-pw")
+                .await
+                .unwrap()
+                .status(),
+            429
+        );
         // Malformed credentials: 401, nothing echoed.
         let r = http
             .get(format!("{}/jmap/session", server.base))
@@ -57,7 +76,10 @@ async fn static_auth_rate_limits_and_cors() {
             http.request(reqwest::Method::OPTIONS, format!("{}/jmap", server.base))
                 .header("origin", origin)
                 .header("access-control-request-method", "POST")
-                .header("access-control-request-headers", "authorization, content-type")
+                .header(
+                    "access-control-request-headers",
+                    "authorization, content-type",
+                )
                 .send()
         };
         let r = pre("https://webmail.example.org").await.unwrap();
@@ -96,7 +118,11 @@ async fn proxy_auth() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(ks.account_for_address(&addr("carol@example.org")).await.unwrap().is_some());
+    assert!(ks
+        .account_for_address(&addr("carol@example.org"))
+        .await
+        .unwrap()
+        .is_some());
     let r = http
         .get(format!("{}/.well-known/jmap", server.base))
         .send()
@@ -177,23 +203,47 @@ async fn oidc_auth() {
             .bearer_auth(t)
             .send()
     };
-    let r = get(token(&good, "k1", claims("webmail", now + 300))).await.unwrap();
+    let r = get(token(&good, "k1", claims("webmail", now + 300)))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let s: serde_json::Value = r.json().await.unwrap();
     assert_eq!(s["username"], "alice@example.org");
 
     for (what, t, words) in [
-        ("expired", token(&good, "k1", claims("webmail", now - 3600)), "expired"),
-        ("wrong audience", token(&good, "k1", claims("other-app", now + 300)), "audience"),
-        ("wrong signature", token(&evil, "k1", claims("webmail", now + 300)), "signature"),
-        ("unknown key", token(&good, "k2", claims("webmail", now + 300)), "key"),
+        (
+            "expired",
+            token(&good, "k1", claims("webmail", now - 3600)),
+            "expired",
+        ),
+        (
+            "wrong audience",
+            token(&good, "k1", claims("other-app", now + 300)),
+            "audience",
+        ),
+        (
+            "wrong signature",
+            token(&evil, "k1", claims("webmail", now + 300)),
+            "signature",
+        ),
+        (
+            "unknown key",
+            token(&good, "k2", claims("webmail", now + 300)),
+            "key",
+        ),
         ("not a JWT", "abc.def".to_string(), "JWT"),
     ] {
         let r = get(t).await.unwrap();
         assert_eq!(r.status(), 401, "{what}");
-        assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+        assert!(r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer"));
         let body: serde_json::Value = r.json().await.unwrap();
-        assert!(body["detail"].as_str().unwrap().contains(words), "{what}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(words),
+            "{what}: {body}"
+        );
     }
     // A shared-secret (HS256) token is never accepted.
     let hs = jsonwebtoken::encode(

@@ -1,5 +1,6 @@
 //! Authorization matrix: for every method, alice can neither read nor change bob's
 //! objects, whether she names bob's account or bob's object ids in her own.
+#![allow(clippy::field_reassign_with_default)]
 
 mod common;
 

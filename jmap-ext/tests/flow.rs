@@ -1,6 +1,7 @@
 //! The webmail client flow over real HTTP, on SQLite and PostgreSQL: session, Keystore,
 //! PublicKey, PrivateKey and Escrow, result references, states and limits. The whole
 //! exchange is written to docs/jmap-flow.log.json-style data used by docs/jmap.md.
+#![allow(clippy::field_reassign_with_default)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The "imap" auth mode against a real Dovecot started by the test (passwd-file users,
 //! clear text on loopback only).
+#![allow(clippy::field_reassign_with_default)]
 
 mod common;
 
@@ -70,23 +71,26 @@ fn start_dovecot(program: &std::path::Path, users: &[(&str, &str)]) -> Dovecot {
         users = users_conf.replace("HOME", &d.join("home").display().to_string()),
     );
     std::fs::write(d.join("dovecot.conf"), conf).unwrap();
-    let child = Command::new(program)
-        .arg("-F")
-        .arg("-c")
-        .arg(d.join("dovecot.conf"))
-        .spawn()
-        .unwrap();
+    let conf = d.join("dovecot.conf");
+    let log = d.join("dovecot.log");
+    let dovecot = Dovecot {
+        child: Command::new(program)
+            .arg("-F")
+            .arg("-c")
+            .arg(&conf)
+            .spawn()
+            .unwrap(),
+        port,
+        _dir: dir,
+    };
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Dovecot {
-                child,
-                port,
-                _dir: dir,
-            };
+            return dovecot;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let log = std::fs::read_to_string(d.join("dovecot.log")).unwrap_or_default();
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    drop(dovecot);
     panic!("Dovecot did not start listening: {log}");
 }
 

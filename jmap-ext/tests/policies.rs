@@ -1,6 +1,7 @@
 //! Operator policies and key checks over HTTP: keys made by gpg (refused for the right
 //! reason, gpg's default secret-key export accepted), escrow "required" and "off",
 //! recovery models without private keys, and server-side key generation (model 5).
+#![allow(clippy::field_reassign_with_default)]
 
 mod common;
 
