@@ -351,6 +351,61 @@ Examples:
         #[arg(long)]
         json: bool,
     },
+    /// Offline drill: check that every escrow in a bundle decrypts and its password really
+    /// unlocks its private key.
+    #[command(
+        after_help = "Reports per key: ok, escrow missing, escrow undecryptable, password \
+wrong, or key missing. Exit status 1 when any key is not ok.
+
+Example:
+  sealpost escrow export --all --reason \"quarterly drill\" --out all.bundle   # on the server
+  sealpost escrow audit --bundle all.bundle --officer-key officer.key.asc      # offline"
+    )]
+    Audit {
+        /// A bundle made by `escrow export --all`.
+        #[arg(long, value_name = "BUNDLE")]
+        bundle: PathBuf,
+        #[command(flatten)]
+        officer: OfficerSecretArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Offline: re-encrypt every escrowed password of a bundle to a new officer key.
+    #[command(after_help = "Then, on the server: `escrow officer-add NEW.asc` and \
+`escrow import-rotation REESCROWS`.
+
+Example:
+  sealpost escrow rotate --bundle all.bundle --officer-key old.key.asc \\
+      --new-public officer-NEW.pub.asc --out reescrows.json")]
+    Rotate {
+        #[arg(long, value_name = "BUNDLE")]
+        bundle: PathBuf,
+        /// The old officer key (--officer-key or --share …).
+        #[command(flatten)]
+        officer: OfficerSecretArgs,
+        /// The new officer public key.
+        #[arg(long, value_name = "FILE")]
+        new_public: PathBuf,
+        /// The rotation file to write (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store the escrows made by `escrow rotate` and retire the old officer key (audited).
+    #[command(
+        after_help = "The new officer key must be installed first (escrow officer-add). \
+Escrows that changed since the export are left as they are and listed.
+
+Example:
+  sealpost escrow import-rotation reescrows.json"
+    )]
+    ImportRotation {
+        /// The rotation file.
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Store a re-protected private key for the user (replaces the old one; audited).
     #[command(
         after_help = "The old escrow held the old password, so it is removed; the \

@@ -106,6 +106,11 @@ impl Env {
     /// Stores a protected private key and its escrow like the JMAP service does for a
     /// client upload (recovery model 4).
     async fn upload(&self, address: &str, secret: &[u8], password: &[u8]) -> String {
+        self.upload_with(address, secret, Some(password)).await
+    }
+
+    /// Like [`Env::upload`]; `escrowed` is what the client escrows (None: no escrow, model 3).
+    async fn upload_with(&self, address: &str, secret: &[u8], escrowed: Option<&[u8]>) -> String {
         let ks = self.keystore().await;
         let id = ks
             .require_account(&Address::parse(address).unwrap())
@@ -131,11 +136,13 @@ impl Env {
             .iter()
             .map(|o| Cert::from_bytes(o.armored.as_bytes()).unwrap())
             .collect();
-        let blob = encrypt_to_officers(password, &officers).unwrap();
-        let escrow = verify_escrow(blob.as_bytes(), &officers, &cfg).unwrap();
-        ks.put_escrow(&id, &key.fingerprint, &escrow, &actor)
-            .await
-            .unwrap();
+        if let Some(password) = escrowed {
+            let blob = encrypt_to_officers(password, &officers).unwrap();
+            let escrow = verify_escrow(blob.as_bytes(), &officers, &cfg).unwrap();
+            ks.put_escrow(&id, &key.fingerprint, &escrow, &actor)
+                .await
+                .unwrap();
+        }
         ks.close().await;
         key.fingerprint
     }
@@ -1216,4 +1223,265 @@ Confidential.\n";
     assert_eq!(code, 1);
     assert!(err.contains("not empty"), "{err}");
     env.assert_no_secret_printed();
+}
+
+#[tokio::test]
+async fn drill_catches_forged_and_missing_escrows() {
+    if need_program("escrow_drill", "gpg").is_none() {
+        return;
+    }
+    for env in envs("escrow_drill").await {
+        let (officer, officer_key, _) = setup_plain(&env).await;
+        let pf = env.path("officer-pass.txt").display().to_string();
+        // A client escrowed a wrong password (the server cannot tell), another none at all.
+        for (addr, name, escrowed) in [
+            (
+                "forged@example.org",
+                "forged",
+                Some(&b"not-the-password"[..]),
+            ),
+            ("model3@example.org", "model3", None),
+        ] {
+            let (public, secret) =
+                gpg_protected_key(&env, &format!("User <{addr}>"), name, USER_PASS);
+            ok(&env.sealpost(&["keys", "import", addr, public.to_str().unwrap()]));
+            env.upload_with(addr, &std::fs::read(secret).unwrap(), escrowed)
+                .await;
+        }
+        ok(&env.sealpost(&[
+            "escrow",
+            "export",
+            "--all",
+            "--reason",
+            "quarterly drill",
+            "--out",
+            "all.bundle",
+        ]));
+        let out = env.sealpost(&[
+            "escrow",
+            "audit",
+            "--bundle",
+            "all.bundle",
+            "--officer-key",
+            &officer_key,
+            "--passphrase-file",
+            &pf,
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "the drill must fail");
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["officer"], officer.as_str());
+        assert_eq!(r["checked"], 3);
+        assert_eq!(r["failures"], 2);
+        let verdict = |account: &str| {
+            r["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["account"] == account)
+                .unwrap()["verdict"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(verdict("ed@example.org"), "ok");
+        assert_eq!(verdict("forged@example.org"), "password-wrong");
+        assert_eq!(verdict("model3@example.org"), "escrow-missing");
+        // The text report names each account with its verdict.
+        let out = env.sealpost(&[
+            "escrow",
+            "audit",
+            "--bundle",
+            "all.bundle",
+            "--officer-key",
+            &officer_key,
+            "--passphrase-file",
+            &pf,
+        ]);
+        assert_eq!(out.status.code(), Some(1));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("forged@example.org"), "{text}");
+        assert!(text.contains("password wrong"), "{text}");
+        assert!(text.contains("escrow missing"), "{text}");
+        assert!(text.contains("1 ok, 2 failed"), "{text}");
+
+        // Another officer key cannot open the escrows: undecryptable.
+        let other_pf = env.file("other-pass.txt", &format!("{OFFICER_PASS}\n"));
+        let o = json(&env.sealpost(&[
+            "escrow",
+            "officer-init",
+            "--out",
+            "other",
+            "--passphrase-file",
+            &other_pf,
+            "--json",
+        ]));
+        let out = env.sealpost(&[
+            "escrow",
+            "audit",
+            "--bundle",
+            "all.bundle",
+            "--officer-key",
+            env.path(o["secret_key"].as_str().unwrap())
+                .to_str()
+                .unwrap(),
+            "--passphrase-file",
+            &other_pf,
+            "--json",
+        ]);
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ed = r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["account"] == "ed@example.org")
+            .unwrap();
+        assert_eq!(ed["verdict"], "escrow-undecryptable");
+        assert!(ed["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not addressed to officer key"));
+        env.assert_no_secret_printed();
+    }
+}
+
+#[tokio::test]
+async fn rotation_moves_escrows_to_the_new_officer_key() {
+    if need_program("escrow_rotation", "gpg").is_none() {
+        return;
+    }
+    for env in envs("escrow_rotation").await {
+        let (old, old_key, _) = setup_plain(&env).await;
+        let pf = env.path("officer-pass.txt").display().to_string();
+        let spf: Vec<String> = SHARE_PASSES[..2]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| env.file(&format!("share-pass-{i}.txt"), &format!("{p}\n")))
+            .collect();
+        // The new officer key is split into shares this time.
+        let n = json(&env.sealpost(&[
+            "escrow",
+            "officer-init",
+            "--out",
+            "new-officer",
+            "--shares",
+            "2",
+            "--threshold",
+            "2",
+            "--share-passphrase-file",
+            &spf[0],
+            "--share-passphrase-file",
+            &spf[1],
+            "--json",
+        ]));
+        let new = n["fingerprint"].as_str().unwrap().to_string();
+        let new_public = env.path(n["public_key"].as_str().unwrap());
+        let new_shares: Vec<String> = n["shares"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| env.path(s.as_str().unwrap()).display().to_string())
+            .collect();
+        ok(&env.sealpost(&[
+            "escrow",
+            "export",
+            "--all",
+            "--reason",
+            "rotation",
+            "--out",
+            "all.bundle",
+        ]));
+        let r = json(&env.sealpost(&[
+            "escrow",
+            "rotate",
+            "--bundle",
+            "all.bundle",
+            "--officer-key",
+            &old_key,
+            "--passphrase-file",
+            &pf,
+            "--new-public",
+            new_public.to_str().unwrap(),
+            "--out",
+            "reescrows.json",
+            "--json",
+        ]));
+        assert_eq!(r["rotated"], 1);
+        assert_eq!(mode(&env.path("reescrows.json")), 0o600);
+
+        // The new key must be installed first.
+        let (code, err) = fails(&env.sealpost(&["escrow", "import-rotation", "reescrows.json"]));
+        assert_eq!(code, 1);
+        assert!(err.contains("not installed and active"), "{err}");
+        ok(&env.sealpost(&["escrow", "officer-add", new_public.to_str().unwrap()]));
+        let r = json(&env.sealpost(&["escrow", "import-rotation", "reescrows.json", "--json"]));
+        assert_eq!(r["imported"], 1);
+        assert_eq!(r["old_retired"], true);
+        let list = json(&env.sealpost(&["escrow", "officer-list", "--json"]));
+        for k in list.as_array().unwrap() {
+            let expect = k["fingerprint"] == new.as_str();
+            assert_eq!(k["active"], expect, "{k}");
+        }
+        assert!(list
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["fingerprint"] == old.as_str()));
+
+        // A fresh export now recovers with the new key's shares, and no longer with the old key.
+        ok(&env.sealpost(&[
+            "escrow",
+            "export",
+            "--account",
+            "ed@example.org",
+            "--reason",
+            "after rotation",
+            "--out",
+            "ed.bundle",
+        ]));
+        ok(&env.sealpost(&[
+            "escrow",
+            "recover",
+            "--bundle",
+            "ed.bundle",
+            "--share",
+            &new_shares[1],
+            "--share",
+            &new_shares[0],
+            "--share-passphrase-file",
+            &spf[1],
+            "--share-passphrase-file",
+            &spf[0],
+            "--reveal-password",
+            "--out",
+            "pw.txt",
+        ]));
+        assert_eq!(
+            std::fs::read_to_string(env.path("pw.txt")).unwrap(),
+            format!("{USER_PASS}\n")
+        );
+        let (code, err) = fails(&env.sealpost(&[
+            "escrow",
+            "recover",
+            "--bundle",
+            "ed.bundle",
+            "--officer-key",
+            &old_key,
+            "--passphrase-file",
+            &pf,
+            "--reveal-password",
+            "--out",
+            "pw-old.txt",
+        ]));
+        assert_eq!(code, 1);
+        assert!(err.contains("not addressed to officer key"), "{err}");
+        let audit = json(&env.sealpost(&["audit", "show", "--json"]));
+        assert!(audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["action"] == "escrow.rotate" && r["actor"] == "cli:officer1"));
+        ok(&env.sealpost(&["audit", "verify"]));
+        env.assert_no_secret_printed();
+    }
 }

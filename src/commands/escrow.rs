@@ -6,7 +6,7 @@ use sealpost_escrow::bundle::{self, Bundle, Selection};
 use sealpost_escrow::officer::{self, OfficerAlgorithm, OfficerSecret, SecretOutput};
 use sealpost_escrow::progress::Progress;
 use sealpost_escrow::secret_io::{self, PassphraseSource};
-use sealpost_escrow::{maildir, recover, reinstate};
+use sealpost_escrow::{drill, maildir, recover, reinstate, rotate};
 use sealpost_keystore::{Actor, OfficerKeyRecord};
 
 use super::{open_keystore, print_json, time};
@@ -267,6 +267,96 @@ pub async fn run(config: &Config, cmd: EscrowCmd) -> Result<ExitCode> {
                 }
                 if !r.failed.is_empty() {
                     return Ok(ExitCode::from(1));
+                }
+            }
+        }
+        EscrowCmd::Audit {
+            bundle,
+            officer,
+            json,
+        } => {
+            let b = Bundle::read(&bundle)?;
+            let officer = load_officer(&officer)?;
+            let mut bar = Progress::new("checking");
+            let r = drill::drill(&officer, &b, |d, t| bar.update(d, t));
+            bar.finish();
+            if json {
+                print_json(&r)?;
+            } else {
+                for l in &r.results {
+                    match &l.detail {
+                        Some(d) => println!(
+                            "{}  {}  {}: {d}",
+                            l.account,
+                            l.fingerprint,
+                            l.verdict.as_str()
+                        ),
+                        None => {
+                            println!("{}  {}  {}", l.account, l.fingerprint, l.verdict.as_str())
+                        }
+                    }
+                }
+                println!(
+                    "{} key(s) checked with officer key {}: {} ok, {} failed",
+                    r.checked,
+                    r.officer,
+                    r.checked - r.failures,
+                    r.failures
+                );
+            }
+            if r.failures > 0 {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        EscrowCmd::Rotate {
+            bundle,
+            officer,
+            new_public,
+            out,
+            json,
+        } => {
+            let b = Bundle::read(&bundle)?;
+            let new = officer::read_public_cert(&new_public)?;
+            let old = load_officer(&officer)?;
+            let mut bar = Progress::new("re-escrowing");
+            let r = rotate::rotate(&old, &b, &new, &out, |d, t| bar.update(d, t))?;
+            bar.finish();
+            if json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "re-escrowed {} password(s) to officer key {} in {}",
+                    r.rotated, r.new_officer, r.out
+                );
+                for (account, fpr, why) in &r.skipped {
+                    println!("skipped {account} {fpr}: {why}");
+                }
+                println!(
+                    "next: on the server, sealpost escrow import-rotation {}",
+                    r.out
+                );
+            }
+            if !r.skipped.is_empty() {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        EscrowCmd::ImportRotation { file, json } => {
+            let ks = open_keystore(config).await?;
+            let r = rotate::import(&ks, &file, &Actor::cli()).await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "stored {} escrow(s) for officer key {}",
+                    r.imported, r.new_officer
+                );
+                for (account, fpr, why) in &r.skipped {
+                    println!("skipped {account} {fpr}: {why}");
+                }
+                if r.old_retired {
+                    println!("the old officer key is retired");
+                } else {
+                    println!("the old officer key stays active: escrows to it remain");
                 }
             }
         }
