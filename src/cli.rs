@@ -33,12 +33,20 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the milter and the metrics endpoint in one process.
+    /// Run the milter, the JMAP key service and the metrics endpoint in one process.
     #[command(
         after_help = "Example:\n  sealpost serve --config /etc/sealpost/sealpost.toml\n\n\
-Stops on SIGTERM or SIGINT after in-flight messages finish ([milter] shutdown_grace_secs)."
+Stops on SIGTERM or SIGINT after in-flight messages finish ([milter] shutdown_grace_secs). \
+The JMAP service listens on [jmap] listen (empty: not started)."
     )]
     Serve,
+    /// Run only the JMAP key service (webmail clients manage keys through it).
+    #[command(
+        after_help = "Example:\n  sealpost jmap --config /etc/sealpost/sealpost.toml\n\n\
+Listens on [jmap] listen (default 127.0.0.1:8747): the session is at /.well-known/jmap, \
+the API at /jmap. Put a TLS-terminating reverse proxy in front (see docs/jmap.md)."
+    )]
+    Jmap,
     /// Run only the milter (for scaling out; needs read access to the keystore only).
     #[command(after_help = "Example:\n  sealpost milter --config /etc/sealpost/sealpost.toml")]
     Milter,

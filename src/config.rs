@@ -6,12 +6,26 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use sealpost_jmap::{AuthConfig, JmapConfig};
 use sealpost_keystore::{DatabaseConfig, LookupConfig, PolicyConfig};
 use sealpost_milter::MilterConfig;
 
 /// Top-level sections, in the order of deploy/sealpost.example.toml. Only environment
 /// variables naming one of these are treated as overrides.
-pub const SECTIONS: &[&str] = &["database", "lookup", "policy", "milter", "metrics", "log"];
+pub const SECTIONS: &[&str] = &[
+    "database", "lookup", "policy", "milter", "jmap", "auth", "metrics", "log",
+];
+
+/// Sub-tables an environment override can reach: `SEALPOST_AUTH_IMAP_SERVER` sets
+/// `[auth.imap] server`.
+const NESTED: &[(&str, &str)] = &[
+    ("jmap", "limits"),
+    ("jmap", "keys"),
+    ("auth", "rate_limit"),
+    ("auth", "imap"),
+    ("auth", "oidc"),
+    ("auth", "proxy"),
+];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -20,6 +34,8 @@ pub struct Config {
     pub lookup: LookupConfig,
     pub policy: PolicyConfig,
     pub milter: MilterConfig,
+    pub jmap: JmapConfig,
+    pub auth: AuthConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
 }
@@ -115,6 +131,12 @@ fn validate(c: &Config) -> Result<()> {
     if c.database.url.trim().is_empty() {
         bail!("invalid configuration: database.url is empty");
     }
+    c.jmap
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    c.auth
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     Ok(())
 }
 
@@ -140,9 +162,25 @@ fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String
         let entry = table
             .entry(section.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        let Some(sec) = entry.as_table_mut() else {
+        let Some(mut sec) = entry.as_table_mut() else {
             bail!("config section [{section}] is not a table, so {name} cannot override it");
         };
+        let mut key = key;
+        if let Some((_, sub)) = NESTED.iter().find(|(s, sub)| {
+            *s == section && key.len() > sub.len() + 1 && key.starts_with(&format!("{sub}_"))
+        }) {
+            key = &key[sub.len() + 1..];
+            sec = match sec
+                .entry(sub.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+            {
+                Some(t) => t,
+                None => bail!(
+                    "config section [{section}.{sub}] is not a table, so {name} cannot override it"
+                ),
+            };
+        }
         sec.insert(key.to_string(), parsed);
     }
     Ok(())
@@ -181,6 +219,36 @@ mod tests {
         assert!(!c.policy.require_uid_match);
     }
 
+    #[test]
+    fn env_overrides_reach_sub_tables() {
+        let mut t = toml::Table::new();
+        apply_env(
+            &mut t,
+            [
+                ("SEALPOST_AUTH_MODE".to_string(), "imap".to_string()),
+                (
+                    "SEALPOST_AUTH_IMAP_SERVER".to_string(),
+                    "127.0.0.1:1143".to_string(),
+                ),
+                (
+                    "SEALPOST_JMAP_LIMITS_MAX_CALLS_IN_REQUEST".to_string(),
+                    "4".to_string(),
+                ),
+                (
+                    "SEALPOST_JMAP_CORS_ORIGINS".to_string(),
+                    "[\"https://webmail.example.org\"]".to_string(),
+                ),
+            ]
+            .into_iter(),
+        )
+        .unwrap();
+        let c: Config = toml::Value::Table(t).try_into().unwrap();
+        assert_eq!(c.auth.mode, sealpost_jmap::AuthMode::Imap);
+        assert_eq!(c.auth.imap.server, "127.0.0.1:1143");
+        assert_eq!(c.jmap.limits.max_calls_in_request, 4);
+        assert_eq!(c.jmap.cors_origins, vec!["https://webmail.example.org"]);
+    }
+
     /// Every key of every section appears in the example, set or commented out.
     #[test]
     fn example_config_documents_every_key() {
@@ -206,14 +274,40 @@ mod tests {
                 "milter",
                 toml::Value::try_from(MilterConfig::default()).unwrap(),
             ),
+            (
+                "jmap",
+                toml::Value::try_from(JmapConfig::default()).unwrap(),
+            ),
+            (
+                "auth",
+                toml::Value::try_from(AuthConfig::default()).unwrap(),
+            ),
         ];
+        // Sub-tables ([jmap.limits], [auth.imap], ...) are sections of their own.
+        let sections: Vec<(String, toml::Value)> = sections
+            .into_iter()
+            .flat_map(|(s, v)| {
+                let mut out = vec![];
+                let mut top = toml::Table::new();
+                for (k, val) in v.as_table().unwrap() {
+                    match val {
+                        toml::Value::Table(_) => out.push((format!("{s}.{k}"), val.clone())),
+                        _ => {
+                            top.insert(k.clone(), val.clone());
+                        }
+                    }
+                }
+                out.insert(0, (s.to_string(), toml::Value::Table(top)));
+                out
+            })
+            .collect();
         let mut keys: Vec<(String, String)> = sections
             .into_iter()
             .flat_map(|(s, v)| {
                 v.as_table()
                     .unwrap()
                     .keys()
-                    .map(|k| (s.to_string(), k.clone()))
+                    .map(|k| (s.clone(), k.clone()))
                     .collect::<Vec<_>>()
             })
             .collect();

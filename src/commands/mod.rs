@@ -32,6 +32,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Command::Escrow(c) => escrow::run(&loaded.config, c).await,
             Command::Serve => serve::run(&loaded.config, serve::Parts::All).await,
             Command::Milter => serve::run(&loaded.config, serve::Parts::Milter).await,
+            Command::Jmap => serve::run(&loaded.config, serve::Parts::Jmap).await,
             Command::Encrypt(a) => encrypt::run(&loaded.config, a).await,
         }
     })

@@ -1,4 +1,5 @@
-//! `sealpost serve` and `sealpost milter`: long-running services with a metrics endpoint.
+//! `sealpost serve`, `sealpost milter` and `sealpost jmap`: long-running services with a
+//! metrics endpoint.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -25,6 +26,8 @@ pub enum Parts {
     All,
     /// The milter alone (plus metrics).
     Milter,
+    /// The JMAP key service alone (plus metrics).
+    Jmap,
 }
 
 struct Health {
@@ -33,8 +36,11 @@ struct Health {
 }
 
 pub async fn run(config: &Config, parts: Parts) -> Result<ExitCode> {
+    if parts == Parts::Jmap && config.jmap.listen.is_empty() {
+        anyhow::bail!("[jmap] listen is empty, so there is nothing to serve");
+    }
     let keystore = match parts {
-        Parts::All => open_keystore(config).await?,
+        Parts::All | Parts::Jmap => open_keystore(config).await?,
         // Milter-only nodes may use a read-only role: no migrations there.
         Parts::Milter => Keystore::connect(
             &config.database,
@@ -68,15 +74,24 @@ pub async fn run(config: &Config, parts: Parts) -> Result<ExitCode> {
         let _ = stop_tx.send(true);
     });
 
-    let listener = service::bind(&config.milter.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} ([milter] listen)",
-                config.milter.listen
-            )
-        })?;
-    info!(listen = %config.milter.listen, "milter listening");
+    // The JMAP service; a configuration error stops the start-up with the key's name.
+    let jmap = if parts != Parts::Milter && !config.jmap.listen.is_empty() {
+        let state = sealpost_jmap::JmapState::new(
+            keystore.clone(),
+            config.jmap.clone(),
+            config.auth.clone(),
+        )?;
+        let l = tokio::net::TcpListener::bind(&config.jmap.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} ([jmap] listen)", config.jmap.listen))?;
+        info!(listen = %config.jmap.listen, auth = ?config.auth.mode, "JMAP service listening");
+        let mut rx = stop_rx.clone();
+        Some(tokio::spawn(sealpost_jmap::serve(l, state, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })))
+    } else {
+        None
+    };
 
     if !config.metrics.listen.is_empty() {
         let health = Arc::new(Health {
@@ -107,6 +122,27 @@ pub async fn run(config: &Config, parts: Parts) -> Result<ExitCode> {
         });
     }
 
+    if parts == Parts::Jmap {
+        let jmap = jmap.expect("the JMAP service was started");
+        match jmap.await {
+            Ok(r) => r.context("the JMAP service stopped")?,
+            Err(e) => anyhow::bail!("the JMAP service failed: {e}"),
+        }
+        keystore.close().await;
+        info!("stopped");
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let listener = service::bind(&config.milter.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} ([milter] listen)",
+                config.milter.listen
+            )
+        })?;
+    info!(listen = %config.milter.listen, "milter listening");
+
     let grace = Duration::from_secs(config.milter.shutdown_grace_secs);
     let mut rx = stop_rx.clone();
     let shutdown = async move {
@@ -129,6 +165,10 @@ pub async fn run(config: &Config, parts: Parts) -> Result<ExitCode> {
     tokio::select! {
         r = &mut milter => r.context("the milter stopped")?,
         _ = deadline => warn!(grace_secs = grace.as_secs(), "messages still in flight after the grace period; exiting (Postfix retries them)"),
+    }
+    if let Some(j) = jmap {
+        // Stopped by the same signal; in-flight API calls get a moment to finish.
+        let _ = tokio::time::timeout(Duration::from_secs(5), j).await;
     }
     keystore.close().await;
     info!("stopped");
