@@ -552,3 +552,79 @@ fn local_submission_cannot_be_split_so_every_copy_is_encrypted() {
     let log = milter.stop();
     assert!(log.contains("stopped") || !log.is_empty(), "{log}");
 }
+
+/// A plain HTTP/1.0 GET; returns (status, body).
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    (status, body.to_string())
+}
+
+#[test]
+fn unix_socket_metrics_and_logs_without_content() {
+    let test = "postfix unix socket";
+    let Some(()) = programs(test) else { return };
+    let ks = Keystore::with(None, "", true, true);
+    let Some(pf) = Postfix::start(test, &ks.milter_spec(), MAILBOXES) else {
+        return;
+    };
+    let milter = Milter::start(&ks);
+    let port = ks.metrics_port.unwrap();
+    assert_eq!(http_get(port, "/healthz").0, 200);
+    assert_eq!(http_get(port, "/readyz").0, 200);
+
+    let marker = "confidential-4f1c9a";
+    let msg = format!(
+        "From: a@example.net\r\nTo: ed@example.org\r\nSubject: subject-{marker}\r\n\
+         Date: Tue, 25 Nov 2025 10:00:00 +0000\r\nMessage-ID: <m@example.net>\r\n\r\n\
+         body {marker}\r\n"
+    );
+    send_ok(&pf, &[ED], msg.as_bytes());
+    send_ok(&pf, &[PLAIN], msg.as_bytes());
+    let (_, skipped) = &common::skip_corpus()[0];
+    send_ok(&pf, &[ED], skipped);
+    let ed = pf.wait_for("ed", 2, WAIT);
+    pf.wait_for("plain", 1, WAIT);
+    let out = std::fs::read(&ed[0]).unwrap();
+    assert!(
+        common::find(&out, marker.as_bytes()).is_none() || {
+            // Only the outer Subject may show it (protect_subject is off).
+            header(&out, "Subject").unwrap().contains(marker)
+                && common::find(common::armored_part(&out), marker.as_bytes()).is_none()
+        }
+    );
+
+    let (status, metrics) = http_get(port, "/metrics");
+    assert_eq!(status, 200);
+    for line in [
+        "sealpost_milter_messages_total{outcome=\"encrypted\"} 1",
+        "sealpost_milter_messages_total{outcome=\"plaintext\"} 1",
+        "sealpost_milter_messages_total{outcome=\"skipped\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
+    }
+    assert!(metrics.contains("sealpost_milter_transform_seconds_count"));
+    assert!(metrics.contains("sealpost_milter_body_bytes_in_total"));
+
+    let log = milter.stop();
+    // The log names each message by its Postfix queue id, and never shows content.
+    let queue_ids: Vec<String> = pf
+        .log()
+        .lines()
+        .filter(|l| l.contains("postfix/cleanup") && l.contains("message-id="))
+        .filter_map(|l| l.split(": ").nth(1).map(|s| s.trim().to_string()))
+        .collect();
+    assert_eq!(queue_ids.len(), 3, "{}", pf.log());
+    for id in &queue_ids {
+        assert!(
+            log.contains(id.as_str()),
+            "queue id {id} not in the milter log:\n{log}"
+        );
+    }
+    assert!(!log.contains(marker), "message content in the log:\n{log}");
+}

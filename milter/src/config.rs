@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 pub struct MilterConfig {
     /// `HOST:PORT` or `unix:/path/to/socket`.
     pub listen: String,
+    /// Permissions of a `unix:` socket, in octal. Postfix's smtpd and cleanup connect as
+    /// the postfix user, so it needs write access (e.g. through a shared group).
+    pub socket_mode: String,
     /// What to do when one transaction has recipients needing different treatment.
     pub mixed: Mixed,
     /// What to do when a lookup or the encryption fails.
@@ -55,6 +58,7 @@ impl Default for MilterConfig {
     fn default() -> Self {
         MilterConfig {
             listen: "127.0.0.1:10047".into(),
+            socket_mode: "0660".into(),
             mixed: Mixed::Split,
             on_error: OnError::Tempfail,
             protect_subject: false,
@@ -66,5 +70,18 @@ impl Default for MilterConfig {
             connection_timeout_secs: 600,
             shutdown_grace_secs: 30,
         }
+    }
+}
+
+impl MilterConfig {
+    /// The unix socket mode as a number; a precise error for anything but 3-4 octal digits.
+    pub fn socket_mode(&self) -> Result<u32, String> {
+        let m = self.socket_mode.trim();
+        if !(3..=4).contains(&m.len()) || !m.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            return Err(format!(
+                "[milter] socket_mode must be an octal mode such as \"0660\", not {m:?}"
+            ));
+        }
+        u32::from_str_radix(m, 8).map_err(|e| e.to_string())
     }
 }

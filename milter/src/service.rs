@@ -73,11 +73,12 @@ struct Txn {
     body_bytes: u64,
 }
 
-/// Binds the configured address: `HOST:PORT` or `unix:/path`.
+/// A listener on the configured address: `HOST:PORT` or `unix:/path`.
 pub type MilterListener =
     indymilter::EitherListener<tokio::net::TcpListener, tokio::net::UnixListener>;
 
-pub async fn bind(listen: &str) -> std::io::Result<MilterListener> {
+/// Binds `listen`; a unix socket gets permissions `socket_mode`.
+pub async fn bind(listen: &str, socket_mode: u32) -> std::io::Result<MilterListener> {
     use indymilter::EitherListener;
     if let Some(path) = listen.strip_prefix("unix:") {
         // A socket file left by a previous run would make bind fail.
@@ -87,7 +88,10 @@ pub async fn bind(listen: &str) -> std::io::Result<MilterListener> {
         }) {
             std::fs::remove_file(path)?;
         }
-        Ok(EitherListener::Unix(tokio::net::UnixListener::bind(path)?))
+        let listener = tokio::net::UnixListener::bind(path)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode))?;
+        Ok(EitherListener::Unix(listener))
     } else {
         Ok(EitherListener::Tcp(
             tokio::net::TcpListener::bind(listen).await?,

@@ -133,7 +133,8 @@ pub async fn run(config: &Config, parts: Parts) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let listener = service::bind(&config.milter.listen)
+    let mode = config.milter.socket_mode().map_err(anyhow::Error::msg)?;
+    let listener = service::bind(&config.milter.listen, mode)
         .await
         .with_context(|| {
             format!(

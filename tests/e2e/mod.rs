@@ -23,19 +23,44 @@ pub struct Keystore {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub milter_port: u16,
+    /// The milter listens on this unix socket instead of the TCP port.
+    pub unix_socket: Option<PathBuf>,
+    /// The metrics endpoint's port, when enabled.
+    pub metrics_port: Option<u16>,
 }
 
 impl Keystore {
+    /// TCP milter, no metrics endpoint; `extra` goes into `[milter]`.
     pub fn new(url: Option<String>, extra: &str) -> Keystore {
+        Keystore::with(url, extra, false, false)
+    }
+
+    pub fn with(url: Option<String>, extra: &str, unix: bool, metrics: bool) -> Keystore {
         let dir = tempfile::tempdir().unwrap();
+        // Postfix's processes run as the postfix user and must reach a socket in here.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         let url = url.unwrap_or_else(|| format!("sqlite://{}/ks.db", dir.path().display()));
         let milter_port = free_port();
+        let unix_socket = unix.then(|| dir.path().join("milter.sock"));
+        let listen = match &unix_socket {
+            Some(p) => format!("unix:{}\"\nsocket_mode = \"0666", p.display()),
+            None => format!("127.0.0.1:{milter_port}"),
+        };
+        let metrics_port = metrics.then(free_port);
+        let metrics_listen = metrics_port
+            .map(|p| format!("127.0.0.1:{p}"))
+            .unwrap_or_default();
         let config = dir.path().join("sealpost.toml");
         std::fs::write(
             &config,
             format!(
-                "[database]\nurl = \"{url}\"\n\n[milter]\nlisten = \"127.0.0.1:{milter_port}\"\n\
-                 cache_ttl_secs = 1\nshutdown_grace_secs = 5\n{extra}\n\n[metrics]\nlisten = \"\"\n"
+                "[database]\nurl = \"{url}\"\n\n[milter]\nlisten = \"{listen}\"\n\
+                 cache_ttl_secs = 1\nshutdown_grace_secs = 5\n{extra}\n\n\
+                 [metrics]\nlisten = \"{metrics_listen}\"\n"
             ),
         )
         .unwrap();
@@ -43,6 +68,8 @@ impl Keystore {
             dir,
             config,
             milter_port,
+            unix_socket,
+            metrics_port,
         };
         for (addr, key) in [
             (ED, "gpg-ed25519.asc"),
@@ -72,6 +99,9 @@ impl Keystore {
     }
 
     pub fn milter_spec(&self) -> String {
+        if let Some(p) = &self.unix_socket {
+            return format!("unix:{}", p.display());
+        }
         format!("inet:127.0.0.1:{}", self.milter_port)
     }
 
@@ -106,7 +136,11 @@ impl Milter {
             .expect("start the milter");
         let mut m = Milter { child, log };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", ks.milter_port)).is_err() {
+        let listening = || match &ks.unix_socket {
+            Some(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
+            None => TcpStream::connect(("127.0.0.1", ks.milter_port)).is_ok(),
+        };
+        while !listening() {
             if let Ok(Some(status)) = m.child.try_wait() {
                 panic!("milter exited with {status}: {}", m.log());
             }
