@@ -1126,6 +1126,12 @@ Content-Type: text/plain; charset=us-ascii\n\
 Confidential.\n";
     let unencrypted =
         "From: eve@example.net\nTo: ed@example.org\nSubject: old mail\n\nfrom before sealpost\n";
+    // CRLF line endings and a folded Content-Type. (One that ends in ";" comes back
+    // without it: the transform's inner field is the same either way.)
+    let crlf = "From: Fay <fay@example.net>\r\nTo: ed@example.org\r\nSubject: crlf\r\n\
+MIME-Version: 1.0\r\nContent-Type: text/plain;\r\n charset=utf-8\r\n\r\nline one\r\nline two\r\n";
+    // No Content-Type at all.
+    let bare = "From: gus@example.net\nTo: ed@example.org\nSubject: bare\nMIME-Version: 1.0\n\nbare body\n";
 
     let encrypt = |msg: &str, extra: &[&str], to: &str| -> Vec<u8> {
         let mut args = vec!["encrypt", "--to", to];
@@ -1157,6 +1163,8 @@ Confidential.\n";
         ("cur/4.m4.host:2,S", unencrypted.as_bytes().to_vec()),
         (".Archive/cur/5.m5.host:2,", encrypt(plain, &[], &other)),
         ("dovecot-uidlist", b"3 V1 N6\n".to_vec()),
+        ("cur/6.m6.host:2,S", encrypt(crlf, &[], &ed)),
+        ("cur/7.m7.host:2,S", encrypt(bare, &[], &ed)),
     ];
     for (name, data) in &files {
         std::fs::write(md.join(name), data).unwrap();
@@ -1179,7 +1187,7 @@ Confidential.\n";
         "Recovered",
         "--json",
     ]));
-    assert_eq!(out["decrypted"], 3, "{out}");
+    assert_eq!(out["decrypted"], 5, "{out}");
     assert_eq!(out["other_key"], 1, "{out}");
     assert_eq!(out["copied"], 2, "{out}");
     assert_eq!(out["failed"].as_array().unwrap().len(), 0, "{out}");
@@ -1198,6 +1206,8 @@ Confidential.\n";
         String::from_utf8(read("cur/3.m3.host:2,S")).unwrap(),
         secret_subject
     );
+    assert_eq!(String::from_utf8(read("cur/6.m6.host:2,S")).unwrap(), crlf);
+    assert_eq!(String::from_utf8(read("cur/7.m7.host:2,S")).unwrap(), bare);
     // Everything else is copied unchanged.
     assert_eq!(read("cur/4.m4.host:2,S"), files[3].1);
     assert_eq!(read(".Archive/cur/5.m5.host:2,"), files[4].1);

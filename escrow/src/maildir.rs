@@ -9,6 +9,11 @@
 //! goes, the outer `Content-Type` is replaced by the original `Content-*` fields carried
 //! inside (without the header-protection parameters the transform appended), an obscured
 //! Subject gets its real value back, and the body is the original body.
+//!
+//! Two differences from the original can remain, both without meaning: a `MIME-Version`
+//! field the transform added to a message that had none stays, and an original
+//! `Content-Type` that ended in `;` comes back without it (the transform's inner field is
+//! the same in both cases).
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
