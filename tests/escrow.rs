@@ -1495,3 +1495,125 @@ async fn rotation_moves_escrows_to_the_new_officer_key() {
         env.assert_no_secret_printed();
     }
 }
+
+/// Runs the binary on a pseudo-terminal (util-linux `script`), typing `input`.
+fn on_terminal(env: &Env, args: &[&str], input: &str) -> Output {
+    let mut cmd = String::from(env!("CARGO_BIN_EXE_sealpost"));
+    for a in args {
+        cmd.push_str(" '");
+        cmd.push_str(&a.replace('\'', r"'\''"));
+        cmd.push('\'');
+    }
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("SEALPOST_DATABASE_URL", &env.url)
+        .env_remove("SEALPOST_CONFIG")
+        .current_dir(env.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run script");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn passphrases_from_the_terminal_and_passwords_only_to_it() {
+    if need_program("escrow_terminal", "gpg").is_none()
+        || need_program("escrow_terminal", "script").is_none()
+        || need_program("escrow_terminal", "setsid").is_none()
+    {
+        return;
+    }
+    let env = sqlite_env().await;
+    // officer-init asks twice on the terminal; the key then opens with that passphrase.
+    let typed = "typed-officer-Tq9";
+    let out = on_terminal(
+        &env,
+        &["escrow", "officer-init", "--out", "tty-officer", "--json"],
+        &format!("{typed}\n{typed}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("New passphrase for the officer key"),
+        "{text}"
+    );
+    let key_file = std::fs::read_dir(env.path("tty-officer"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".key.asc"))
+        .unwrap();
+    let cert = Cert::from_file(&key_file).unwrap();
+    let primary = cert
+        .primary_key()
+        .key()
+        .clone()
+        .parts_into_secret()
+        .unwrap();
+    primary.clone().decrypt_secret(&typed.into()).unwrap();
+    assert!(primary.decrypt_secret(&"other".into()).is_err());
+    // Two different entries: nothing is written.
+    let out = on_terminal(
+        &env,
+        &["escrow", "officer-init", "--out", "tty-mismatch"],
+        "one-Aa1\ntwo-Bb2\n",
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("the two passphrases differ"));
+    assert!(!env.path("tty-mismatch").exists());
+
+    // Without a terminal and without a file, the command says so instead of waiting.
+    let out = Command::new("setsid")
+        .args(["-w", env!("CARGO_BIN_EXE_sealpost")])
+        .args(["escrow", "officer-init", "--out", "no-tty"])
+        .env("SEALPOST_DATABASE_URL", &env.url)
+        .current_dir(env.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no terminal to read the passphrase"));
+
+    // The password is shown on a terminal (and only there, see the other tests).
+    let (_, officer_key, _) = setup_plain(&env).await;
+    let pf = env.path("officer-pass.txt").display().to_string();
+    ok(&env.sealpost(&[
+        "escrow",
+        "export",
+        "--account",
+        "ed@example.org",
+        "--reason",
+        "terminal test",
+        "--out",
+        "ed.bundle",
+    ]));
+    let out = on_terminal(
+        &env,
+        &[
+            "escrow",
+            "recover",
+            "--bundle",
+            "ed.bundle",
+            "--officer-key",
+            &officer_key,
+            "--passphrase-file",
+            &pf,
+            "--reveal-password",
+        ],
+        "",
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("password of ed@example.org"), "{text}");
+    assert!(text.contains(USER_PASS), "{text}");
+    env.assert_no_secret_printed();
+}
