@@ -1,6 +1,6 @@
 //! The webmail client flow over real HTTP, on SQLite and PostgreSQL: session, Keystore,
-//! PublicKey, PrivateKey and Escrow, result references, states and limits. The whole
-//! exchange is written to docs/jmap-flow.log.json-style data used by docs/jmap.md.
+//! PublicKey, PrivateKey and Escrow, result references, states and limits. The example
+//! exchange in docs/jmap.md is generated from this flow and checked against it.
 #![allow(clippy::field_reassign_with_default)]
 
 mod common;
@@ -27,6 +27,7 @@ async fn client_flow() {
         let mut alice = Client::new(&server, "alice@example.org", "alice-login-pw");
         alice.log = Some(Default::default());
         let k = keys();
+        alice.note("Fetch the session");
         let alice_fpr = fpr(&k.alice);
 
         // Session.
@@ -47,6 +48,7 @@ async fn client_flow() {
         }
 
         // Keystore/set (TMail shape) then Keystore/get.
+        alice.note("Upload a public key (TMail Keystore/set)");
         let r = alice
             .call(
                 "Keystore/set",
@@ -57,6 +59,7 @@ async fn client_flow() {
         assert_eq!(r["oldState"], "0");
         assert_ne!(r["newState"], r["oldState"]);
         let keystore_state = r["newState"].clone();
+        alice.note("List the public keys (TMail Keystore/get)");
         let r = alice
             .call("Keystore/get", json!({"accountId": alice_id, "ids": null}))
             .await;
@@ -66,6 +69,7 @@ async fn client_flow() {
             json!([{"id": alice_fpr, "key": public(&k.alice)}])
         );
         // Unknown ids: notFound / notDestroyed.
+        alice.note("Destroying an unknown key: notDestroyed");
         let r = alice
             .call(
                 "Keystore/set",
@@ -78,6 +82,7 @@ async fn client_flow() {
         );
         assert_eq!(r["newState"], keystore_state);
         // A secret key uploaded as a public key is refused with a description.
+        alice.note("A secret key is not a public key");
         let r = alice
             .call(
                 "Keystore/set",
@@ -88,6 +93,7 @@ async fn client_flow() {
         assert_eq!(r["notCreated"]["s"]["properties"], json!(["key"]));
 
         // PublicKey/changes since the start.
+        alice.note("What changed since state 0");
         let r = alice
             .call(
                 "PublicKey/changes",
@@ -106,6 +112,7 @@ async fn client_flow() {
         assert_eq!(e["type"], "cannotCalculateChanges");
 
         // PrivateKey/set: protected accepted; unprotected, mismatched, garbage refused.
+        alice.note("Store the protected private key (and three refused uploads)");
         let r = alice
             .call(
                 "PrivateKey/set",
@@ -130,6 +137,7 @@ async fn client_flow() {
         assert!(!body.contains("BEGIN PGP PRIVATE KEY"), "{body}");
 
         // Metadata by default, the blob only when asked for.
+        alice.note("Private key metadata (no blob by default)");
         let r = alice
             .call(
                 "PrivateKey/get",
@@ -138,6 +146,7 @@ async fn client_flow() {
             .await;
         assert_eq!(r["list"][0]["label"], "laptop");
         assert!(r["list"][0].get("armored").is_none());
+        alice.note("Download the protected private key");
         let r = alice
             .call(
                 "PrivateKey/get",
@@ -148,6 +157,7 @@ async fn client_flow() {
         assert_eq!(r["list"][0].as_object().unwrap().len(), 2);
 
         // Escrow/set: to another key refused, to the officer accepted.
+        alice.note("An escrow not addressed to the officer key is refused");
         let r = alice
             .call(
                 "Escrow/set",
@@ -161,6 +171,7 @@ async fn client_flow() {
             .as_str()
             .unwrap()
             .contains("not an encryption subkey of an active officer key"));
+        alice.note("Escrow the key password to the officer key (model 4)");
         let r = alice
             .call(
                 "Escrow/set",
@@ -176,6 +187,7 @@ async fn client_flow() {
         );
 
         // Result references: the ids /changes reported feed /get.
+        alice.note("Result references: changes feed /get, /get feeds /get");
         let r = alice
             .calls(json!([
                 ["PrivateKey/changes", {"accountId": alice_id, "sinceState": "0"}, "c0"],
@@ -198,6 +210,7 @@ async fn client_flow() {
         assert_eq!(r[4][1]["type"], "invalidResultReference");
 
         // ifInState: a stale state is refused, the current one accepted.
+        alice.note("A /set with a stale ifInState");
         let e = alice
             .call_err(
                 "PublicKey/set",
@@ -210,6 +223,7 @@ async fn client_flow() {
             .call("PublicKey/get", json!({"accountId": alice_id, "ids": []}))
             .await["state"]
             .clone();
+        alice.note("Deactivate the key, stating the current state");
         let r = alice
             .call(
                 "PublicKey/set",
@@ -246,6 +260,7 @@ async fn client_flow() {
             )
             .await;
         assert_eq!(r["list"][0]["id"], "singleton");
+        alice.note("Key settings");
         let r = alice
             .call(
                 "KeySettings/set",
@@ -298,20 +313,18 @@ async fn client_flow() {
         assert_eq!(r["created"], json!([]));
 
         if backend == "sqlite" {
-            write_flow_log(alice.log.take().unwrap().into_inner().unwrap());
+            let log = alice.log.take().unwrap().into_inner().unwrap();
+            let mut n = docs::Normalizer::new(&[
+                (alice_id.as_str(), "A13824"),
+                (server.base.as_str(), "https://mail.example.org"),
+            ]);
+            let entries: Vec<_> = log
+                .into_iter()
+                .map(|(t, req, st, resp)| (t, n.value(&req), st, n.value(&resp)))
+                .collect();
+            docs::check_docs(&docs::render(&entries));
         }
     }
-}
-
-/// Writes the exchange to target/jmap-flow.json for docs/jmap.md (see the test
-/// docs_flow_log_is_current).
-fn write_flow_log(log: Vec<(Value, Value)>) {
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("jmap-flow.json");
-    let entries: Vec<Value> = log
-        .into_iter()
-        .map(|(req, resp)| json!({"request": req, "response": resp}))
-        .collect();
-    std::fs::write(path, serde_json::to_string_pretty(&entries).unwrap()).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

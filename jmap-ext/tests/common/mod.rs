@@ -3,6 +3,8 @@
 //! client over real HTTP.
 #![allow(dead_code)]
 
+pub mod docs;
+
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
@@ -172,7 +174,9 @@ pub struct Client {
     pub base: String,
     pub user: String,
     pub password: String,
-    pub log: Option<std::sync::Mutex<Vec<(Value, Value)>>>,
+    /// Logged exchanges: title, request (or request line), status, response.
+    pub log: Option<std::sync::Mutex<Vec<(String, Value, u16, Value)>>>,
+    title: std::sync::Mutex<String>,
 }
 
 impl Client {
@@ -183,6 +187,21 @@ impl Client {
             user: user.into(),
             password: password.into(),
             log: None,
+            title: Default::default(),
+        }
+    }
+
+    /// Titles the next logged exchange.
+    pub fn note(&self, title: &str) {
+        *self.title.lock().unwrap() = title.to_string();
+    }
+
+    fn record(&self, req: Value, status: u16, resp: &Value) {
+        if let Some(log) = &self.log {
+            let title = std::mem::take(&mut *self.title.lock().unwrap());
+            if !title.is_empty() {
+                log.lock().unwrap().push((title, req, status, resp.clone()));
+            }
         }
     }
 
@@ -195,7 +214,13 @@ impl Client {
             .await
             .unwrap();
         assert_eq!(r.status(), 200, "session");
-        r.json().await.unwrap()
+        let v: Value = r.json().await.unwrap();
+        self.record(
+            Value::String("GET /.well-known/jmap HTTP/1.1\nAuthorization: Basic …".into()),
+            200,
+            &v,
+        );
+        v
     }
 
     /// Posts a raw body; returns status and parsed JSON body.
@@ -222,9 +247,7 @@ impl Client {
         let (status, body) = self
             .post_raw(serde_json::to_vec(req).unwrap(), "application/json")
             .await;
-        if let Some(log) = &self.log {
-            log.lock().unwrap().push((req.clone(), body.clone()));
-        }
+        self.record(req.clone(), status, &body);
         (status, body)
     }
 
