@@ -168,6 +168,9 @@ pub async fn users(ks: &Keystore) -> (String, String) {
     (a.id, b.id)
 }
 
+/// One logged exchange: title, request (or request line), status, response.
+pub type Exchange = (String, Value, u16, Value);
+
 /// A JMAP client for one user, logging every exchange when asked.
 pub struct Client {
     pub http: reqwest::Client,
@@ -175,7 +178,7 @@ pub struct Client {
     pub user: String,
     pub password: String,
     /// Logged exchanges: title, request (or request line), status, response.
-    pub log: Option<std::sync::Mutex<Vec<(String, Value, u16, Value)>>>,
+    pub log: Option<std::sync::Mutex<Vec<Exchange>>>,
     title: std::sync::Mutex<String>,
 }
 
