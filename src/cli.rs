@@ -174,6 +174,24 @@ Example:\n  gpg --export --armor alice@example.org | sealpost keys import alice@
     Activate { fingerprint: String },
     /// Stop encrypting mail to this key (it stays stored).
     Deactivate { fingerprint: String },
+    /// List active keys that stop being usable for encryption within N days.
+    #[command(
+        after_help = "The server cannot extend a key: its owner must extend it and upload it \
+again. A key counts as expiring when its primary key or its last encryption subkey expires; \
+keys already unusable are listed as expired. Exit status 0 whether or not any are found.
+
+Examples:
+  sealpost keys expiring --days 30
+  sealpost keys expiring --days 14 --json"
+    )]
+    Expiring {
+        /// The window, in days from now.
+        #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=36500))]
+        days: u32,
+        /// Print JSON: a list of {address, fingerprint, expires, expires_at, expired}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,8 +1,12 @@
 use std::io::Read;
 use std::process::ExitCode;
 
+use std::time::SystemTime;
+
 use anyhow::{Context, Result};
-use sealpost_keystore::{Actor, PublicKeyRecord};
+use sealpost_keystore::{policy, Actor, PublicKeyRecord};
+use sequoia_openpgp::Cert;
+use serde::Serialize;
 
 use super::{open_keystore, print_json, time};
 use crate::cli::KeysCmd;
@@ -94,8 +98,110 @@ pub async fn run(config: &Config, cmd: KeysCmd) -> Result<ExitCode> {
             let k = ks.set_key_active(&fingerprint, false, &actor).await?;
             println!("deactivated {} of {}", k.fingerprint, k.account);
         }
+        KeysCmd::Expiring { days, json } => {
+            let keys = ks.list_public_keys(None).await?;
+            let found = expiring(&keys, SystemTime::now(), days)?;
+            if json {
+                print_json(&found)?;
+            } else if found.is_empty() {
+                println!("no active key expires within {days} days");
+            } else {
+                for e in &found {
+                    println!(
+                        "{}  {}  {}{}",
+                        e.address,
+                        e.fingerprint,
+                        if e.expired { "expired " } else { "expires " },
+                        e.expires_at
+                    );
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An active key that stops being usable for encryption within the window.
+#[derive(Debug, Serialize)]
+struct Expiring {
+    address: String,
+    fingerprint: String,
+    /// Unix seconds.
+    expires: i64,
+    /// The same as RFC 3339.
+    expires_at: String,
+    /// Already unusable now.
+    expired: bool,
+}
+
+/// Active keys whose encryption ability ends within `days` days of `now` (or already has),
+/// soonest first.
+fn expiring(keys: &[PublicKeyRecord], now: SystemTime, days: u32) -> Result<Vec<Expiring>> {
+    let now_s = policy::unix(now);
+    let until = now_s + i64::from(days) * 86_400;
+    let mut found = Vec::new();
+    for k in keys.iter().filter(|k| k.active) {
+        let cert = policy::parse_public_cert(k.armored.as_bytes())
+            .with_context(|| format!("the stored key {} cannot be read", k.fingerprint))?;
+        let (expires, expired) = match encryption_deadline(&cert, now) {
+            Deadline::Never => continue,
+            Deadline::At(t) => (t, false),
+            // Already unusable: report when it expired if the certificate says so.
+            Deadline::Past => (k.expires.unwrap_or(now_s).min(now_s), true),
+        };
+        if expires <= until {
+            found.push(Expiring {
+                address: k.account.clone(),
+                fingerprint: k.fingerprint.clone(),
+                expires,
+                expires_at: time(expires),
+                expired,
+            });
+        }
+    }
+    found.sort_by(|a, b| (a.expires, &a.address).cmp(&(b.expires, &b.address)));
+    Ok(found)
+}
+
+enum Deadline {
+    /// Mail can be encrypted to the key indefinitely.
+    Never,
+    /// The last moment (Unix seconds) mail can be encrypted to the key.
+    At(i64),
+    /// Mail cannot be encrypted to the key now.
+    Past,
+}
+
+/// When mail to this certificate can no longer be encrypted: the earlier of the primary
+/// key's expiry and the expiry of its longest-lived encryption subkey valid now.
+fn encryption_deadline(cert: &Cert, now: SystemTime) -> Deadline {
+    if policy::encryption_keys(cert, now).is_empty() {
+        return Deadline::Past;
+    }
+    let Ok(vc) = cert.with_policy(policy::standard_policy(), now) else {
+        return Deadline::Past;
+    };
+    let primary = vc.primary_key().key_expiration_time().map(policy::unix);
+    // The same selection as policy::encryption_keys; None means one of them never expires.
+    let mut subkeys: Option<i64> = Some(i64::MIN);
+    for ka in vc
+        .keys()
+        .supported()
+        .alive()
+        .revoked(false)
+        .for_storage_encryption()
+        .for_transport_encryption()
+    {
+        subkeys = match (subkeys, ka.key_expiration_time().map(policy::unix)) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+    }
+    match (primary, subkeys) {
+        (None, None) => Deadline::Never,
+        (Some(t), None) | (None, Some(t)) => Deadline::At(t),
+        (Some(a), Some(b)) => Deadline::At(a.min(b)),
+    }
 }
 
 fn summary(k: &PublicKeyRecord) -> String {
