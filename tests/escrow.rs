@@ -4,6 +4,8 @@
 //! A user's protected private key and escrow are stored the way the JMAP service stores a
 //! client's upload: through the keystore's verification and storage functions.
 
+mod e2e;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -1616,4 +1618,161 @@ async fn passphrases_from_the_terminal_and_passwords_only_to_it() {
     assert!(text.contains("password of ed@example.org"), "{text}");
     assert!(text.contains(USER_PASS), "{text}");
     env.assert_no_secret_printed();
+}
+
+/// Mail that Postfix delivered through the milter decrypts back to what was sent.
+#[test]
+fn decrypt_maildir_delivered_by_postfix_through_the_milter() {
+    use sealpost_test_support::postfix::Postfix;
+    let test = "escrow_postfix_maildir";
+    let ks = e2e::Keystore::new(None, "");
+    let Some(pf) = Postfix::start(test, &ks.milter_spec(), e2e::MAILBOXES) else {
+        return;
+    };
+    let _milter = e2e::Milter::start(&ks);
+    let dir = ks.dir.path();
+    let run = |args: &[&str]| {
+        let out = ks.sealpost(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for secret in [OFFICER_PASS, USER_PASS] {
+            assert!(!String::from_utf8_lossy(&out.stdout).contains(secret));
+            assert!(!String::from_utf8_lossy(&out.stderr).contains(secret));
+        }
+        out
+    };
+    let pf_file = dir.join("officer-pass.txt");
+    std::fs::write(&pf_file, format!("{OFFICER_PASS}\n")).unwrap();
+    let init = run(&[
+        "escrow",
+        "officer-init",
+        "--out",
+        "offline",
+        "--passphrase-file",
+        pf_file.to_str().unwrap(),
+        "--json",
+    ]);
+    let init: serde_json::Value = serde_json::from_slice(&init.stdout).unwrap();
+    let officer_key = dir.join(init["secret_key"].as_str().unwrap());
+    run(&[
+        "escrow",
+        "officer-add",
+        dir.join(init["public_key"].as_str().unwrap())
+            .to_str()
+            .unwrap(),
+    ]);
+
+    // ed@'s client stores its key, protected, and escrows the password.
+    let open = Cert::from_file(fixture("keys/gpg-ed25519-secret.asc")).unwrap();
+    let pw = openpgp::crypto::Password::from(USER_PASS);
+    let mut packets: Vec<openpgp::Packet> = Vec::new();
+    let primary = open
+        .primary_key()
+        .key()
+        .clone()
+        .parts_into_secret()
+        .unwrap();
+    packets.push(primary.encrypt_secret(&pw).unwrap().into());
+    for ka in open.keys().subkeys().secret() {
+        packets.push(ka.key().clone().encrypt_secret(&pw).unwrap().into());
+    }
+    let protected = open.insert_packets(packets).unwrap().0;
+    let env = Env {
+        url: format!("sqlite://{}/ks.db", dir.display()),
+        dir: tempfile::tempdir().unwrap(),
+        transcript: Mutex::new(Vec::new()),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(env.upload(
+        e2e::ED,
+        &protected.as_tsk().armored().to_vec().unwrap(),
+        USER_PASS.as_bytes(),
+    ));
+
+    let messages = [
+        "From: Sender <sender@example.net>\nTo: <ed@example.org>\nSubject: first\n\
+Date: Wed, 25 Nov 2026 10:00:00 +0000\nMessage-ID: <p1@example.net>\nMIME-Version: 1.0\n\
+Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n\
+Hallo Ed,\n.leading dot\nGr\u{fc}\u{df}e\n",
+        "From: Sender <sender@example.net>\nTo: <ed@example.org>\nSubject: second\n\
+Date: Wed, 25 Nov 2026 10:01:00 +0000\nMessage-ID: <p2@example.net>\nMIME-Version: 1.0\n\
+Content-Type: multipart/alternative; boundary=\"alt\"\n\n--alt\n\
+Content-Type: text/plain\n\nplain\n--alt\nContent-Type: text/html\n\n<p>html</p>\n--alt--\n",
+    ];
+    for (i, m) in messages.iter().enumerate() {
+        let crlf = m.replace('\n', "\r\n");
+        let r = pf.send(e2e::SENDER, &[e2e::ED], crlf.as_bytes());
+        assert_eq!(r.accepted(), vec![e2e::ED], "{r:?}");
+        pf.wait_for("ed", i + 1, e2e::WAIT);
+    }
+    let maildir = pf.maildir_base.join("ed");
+    for f in pf.delivered("ed") {
+        let data = std::fs::read(&f).unwrap();
+        assert!(
+            String::from_utf8_lossy(&data).contains("X-Sealpost: encrypted"),
+            "not encrypted by the milter"
+        );
+    }
+    let before = snapshot(&maildir);
+
+    run(&[
+        "escrow",
+        "export",
+        "--account",
+        e2e::ED,
+        "--reason",
+        "postfix test",
+        "--out",
+        "ed.bundle",
+    ]);
+    let out = dir.join("recovered");
+    let r = run(&[
+        "escrow",
+        "recover",
+        "--bundle",
+        "ed.bundle",
+        "--officer-key",
+        officer_key.to_str().unwrap(),
+        "--passphrase-file",
+        pf_file.to_str().unwrap(),
+        "--decrypt-maildir",
+        maildir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(r["decrypted"], 2, "{r}");
+    assert_eq!(snapshot(&maildir), before, "the Maildir was changed");
+
+    // Each decrypted message is Postfix's trace fields followed by the message as sent.
+    let mut found = 0;
+    for (rel, (data, _)) in snapshot(&out) {
+        let text = String::from_utf8(data).unwrap();
+        let Some(original) = messages.iter().find(|m| text.ends_with(*m)) else {
+            panic!("{} is not an original message:\n{text}", rel.display());
+        };
+        let prefix = &text[..text.len() - original.len()];
+        for line in prefix.lines() {
+            assert!(
+                [
+                    "Return-Path:",
+                    "Delivered-To:",
+                    "X-Original-To:",
+                    "Received:",
+                    " ",
+                    "\t"
+                ]
+                .iter()
+                .any(|p| line.starts_with(p)),
+                "unexpected field before the original header: {line}"
+            );
+        }
+        assert!(!text.contains("X-Sealpost"));
+        found += 1;
+    }
+    assert_eq!(found, 2);
 }
