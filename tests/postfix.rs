@@ -11,11 +11,11 @@ use e2e::{Keystore, Milter, ED, MAILBOXES, PLAIN, RSA, SENDER, SQ, WAIT};
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use sealpost_test_support::postfix::Postfix;
-use sealpost_test_support::{fixture, fresh_postgres, need_program};
+use sealpost_test_support::{fixture, fresh_postgres, need_program, run_with_input};
 
 /// Everything an end-to-end test needs, or None when the environment lacks it.
 fn programs(test: &str) -> Option<()> {
@@ -50,24 +50,14 @@ impl Gpg {
     }
 
     fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = Command::new("gpg")
-            .env("GNUPGHOME", self.home.path())
-            .args(["--batch", "--pinentry-mode", "loopback"])
-            .args(["--passphrase", "fixture-pass"])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        let data = stdin.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = input.write_all(&data);
-        });
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap();
-        out
+        run_with_input(
+            Command::new("gpg")
+                .env("GNUPGHOME", self.home.path())
+                .args(["--batch", "--pinentry-mode", "loopback"])
+                .args(["--passphrase", "fixture-pass"])
+                .args(args),
+            stdin,
+        )
     }
 
     fn decrypt(&self, armored: &[u8]) -> Vec<u8> {
@@ -96,20 +86,10 @@ impl Drop for Gpg {
 
 fn sq_decrypt(armored: &[u8]) -> Vec<u8> {
     let key = fixture("keys/sq-cv25519-secret.pgp");
-    let mut child = Command::new("sq")
-        .args(["decrypt", "--recipient-key", key.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let data = armored.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
+    let out = run_with_input(
+        Command::new("sq").args(["decrypt", "--recipient-key", key.to_str().unwrap()]),
+        armored,
+    );
     assert!(
         out.status.success(),
         "sq decrypt: {}",

@@ -79,3 +79,25 @@ pub fn random_hex(bytes: usize) -> String {
     rand::thread_rng().fill_bytes(&mut b);
     hex::encode(b)
 }
+
+/// Runs `cmd` with `input` on its standard input (written from another thread, so a large
+/// input cannot deadlock against a full output pipe) and collects its output.
+pub fn run_with_input(cmd: &mut std::process::Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let data = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        // A program may exit without reading everything; its output says why.
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait for the child");
+    writer.join().expect("stdin writer");
+    out
+}
