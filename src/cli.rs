@@ -67,7 +67,15 @@ Already-encrypted messages are copied unchanged apart from the X-Sealpost trace 
     #[command(subcommand)]
     Audit(AuditCmd),
     /// Security-officer commands: officer keys, escrow export, offline recovery.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Server: officer-add, officer-list, officer-retire, export, reinstate, \
+import-rotation. Offline machine: officer-init, recover, audit, rotate. The officer's runbook \
+is docs/escrow.md.\n\nA recovery, step by step:\n  \
+sealpost escrow export --account alice@example.org --reason \"ticket 4711\" --out alice.bundle\n  \
+sealpost escrow recover --bundle alice.bundle --officer-key officer.key.asc \\\n      --reprotect --out alice-new.asc\n  \
+sealpost escrow reinstate --account alice@example.org alice-new.asc --reason \"ticket 4711\""
+    )]
     Escrow(EscrowCmd),
     /// Validate the configuration, the database and every stored key.
     #[command(
@@ -296,15 +304,22 @@ Examples:
     OfficerAdd {
         /// The officer's public key file.
         file: PathBuf,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// List installed officer keys.
+    #[command(after_help = "Example:\n  sealpost escrow officer-list --json")]
     OfficerList {
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Retire an officer key: clients stop escrowing to it; existing escrows stay.
+    #[command(
+        after_help = "To move the escrows to a new key first, see `escrow rotate`.\n\n\
+Example:\n  sealpost escrow officer-retire 0123456789ABCDEF0123456789ABCDEF01234567"
+    )]
     OfficerRetire {
         /// Fingerprint (hex, spaces allowed).
         fingerprint: String,
@@ -321,7 +336,7 @@ Examples:
     #[command(group = clap::ArgGroup::new("which").required(true))]
     Export {
         /// The account to export.
-        #[arg(long, value_parser = parse_address, group = "which")]
+        #[arg(long, value_name = "ADDR", value_parser = parse_address, group = "which")]
         account: Option<Address>,
         /// Export every stored private key and escrow (for the drill and rotation).
         #[arg(long, group = "which")]
@@ -332,6 +347,7 @@ Examples:
         /// The bundle file to write.
         #[arg(long, value_name = "BUNDLE")]
         out: PathBuf,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -354,7 +370,7 @@ Examples:
         #[command(flatten)]
         officer: OfficerSecretArgs,
         /// Which account's key (when the bundle holds several).
-        #[arg(long, value_parser = parse_address)]
+        #[arg(long, value_name = "ADDR", value_parser = parse_address)]
         account: Option<Address>,
         /// Which key, by fingerprint (when the account has several).
         #[arg(long = "key", value_name = "FPR")]
@@ -374,6 +390,7 @@ Examples:
         /// Output file or directory.
         #[arg(long, value_name = "PATH")]
         out: Option<PathBuf>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -393,6 +410,7 @@ Example:
         bundle: PathBuf,
         #[command(flatten)]
         officer: OfficerSecretArgs,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -415,6 +433,7 @@ Example:
         /// The rotation file to write (mode 0600).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -429,6 +448,7 @@ Example:
     ImportRotation {
         /// The rotation file.
         file: PathBuf,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -441,13 +461,15 @@ Example:
   sealpost escrow reinstate --account alice@example.org alice-new.asc --reason \"ticket 4711\""
     )]
     Reinstate {
-        #[arg(long, value_parser = parse_address)]
+        /// The account whose key is replaced.
+        #[arg(long, value_name = "ADDR", value_parser = parse_address)]
         account: Address,
         /// The re-protected key made by `escrow recover --reprotect`.
         file: PathBuf,
         /// Why (recorded in the audit log).
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
