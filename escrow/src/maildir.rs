@@ -399,3 +399,61 @@ fn crlf_to_lf(b: &[u8]) -> Vec<u8> {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_folded_fields_and_the_body() {
+        let m = b"A: 1\nB: two\n  folded\r\nC:3\n\nbody\n\nmore\n";
+        let (fields, body) = split_message(m);
+        let raws: Vec<&[u8]> = fields.iter().map(|f| f.raw).collect();
+        assert_eq!(
+            raws,
+            vec![&b"A: 1"[..], &b"B: two\n  folded"[..], &b"C:3"[..]]
+        );
+        assert!(fields[1].is("b"));
+        assert_eq!(fields[2].value(), b"3");
+        assert_eq!(body, b"body\n\nmore\n");
+        // No body at all.
+        let (fields, body) = split_message(b"A: 1\nB: 2");
+        assert_eq!(fields.len(), 2);
+        assert!(body.is_empty());
+    }
+
+    #[test]
+    fn strips_only_the_parameters_the_transform_added() {
+        let f = |raw: &'static [u8]| Field { raw };
+        assert_eq!(
+            original_content_field(&f(
+                b"Content-Type: text/plain; charset=utf-8;\r\n hp=\"cipher\"; protected-headers=\"v1\""
+            )),
+            b"Content-Type: text/plain; charset=utf-8"
+        );
+        // Already present parameters were not added, so nothing is stripped.
+        assert_eq!(
+            original_content_field(&f(b"Content-Type: text/plain; hp=\"cipher\"")),
+            b"Content-Type: text/plain; hp=\"cipher\""
+        );
+        assert_eq!(
+            original_content_field(&f(b"Content-Transfer-Encoding: 8bit")),
+            b"Content-Transfer-Encoding: 8bit"
+        );
+    }
+
+    #[test]
+    fn recognises_sealpost_mail_only() {
+        let enc = b"From: a\nX-Sealpost: encrypted; fpr=AB\nContent-Type: multipart/encrypted;\n protocol=\"application/pgp-encrypted\"\n\nx\n";
+        assert!(is_sealpost_encrypted(enc));
+        let skipped = b"From: a\nX-Sealpost: skipped; reason=encrypted\nContent-Type: multipart/encrypted\n\nx\n";
+        assert!(!is_sealpost_encrypted(skipped));
+        assert!(!is_sealpost_encrypted(b"From: a\n\nplain\n"));
+        // Not sealpost's, and broken: no armored message inside.
+        let keyring = Keyring::from_certs([]);
+        assert!(matches!(
+            decrypt_message(enc, &keyring),
+            Err(MessageError::Malformed(_))
+        ));
+    }
+}

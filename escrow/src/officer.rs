@@ -390,11 +390,11 @@ impl OfficerSecret {
         let cert = Cert::from_bytes(&tsk);
         secret_io::wipe(&mut tsk);
         let cert = cert.map_err(|_| {
-            anyhow!("the shares do not combine to a key: they are not from the same split")
+            anyhow!("the shares do not combine to officer key {fpr}: one is damaged or not from the same split")
         })?;
         if cert.fingerprint().to_hex() != fpr || !cert.is_tsk() {
             bail!(
-                "the shares do not combine to officer key {fpr}: they are not from the same split"
+                "the shares do not combine to officer key {fpr}: one is damaged or not from the same split"
             );
         }
         Ok(OfficerSecret { cert })
@@ -436,4 +436,53 @@ pub fn read_public_cert(path: &Path) -> Result<Cert> {
         );
     }
     Ok(cert)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_recover_the_key_with_the_threshold_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = init(
+            dir.path(),
+            OfficerAlgorithm::Cv25519,
+            "test officer",
+            SecretOutput::Shares {
+                shares: 4,
+                threshold: 3,
+                passphrases: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(r.shares.len(), 4);
+        assert!(r.secret_key.is_none());
+        let s = &r.shares;
+        let back =
+            OfficerSecret::from_shares(&[s[3].clone(), s[0].clone(), s[2].clone()], &[]).unwrap();
+        assert_eq!(back.fingerprint(), r.fingerprint);
+        assert!(back.cert.keys().unencrypted_secret().count() >= 2);
+        let e = OfficerSecret::from_shares(&s[..2], &[]).err().unwrap();
+        assert!(e.to_string().contains("2 share(s) given, but 3"), "{e}");
+
+        // A damaged share combines to garbage, which is detected.
+        let mut f = ShareFile::read(&s[1]).unwrap();
+        let mut bytes = hex::decode(&f.data).unwrap();
+        bytes[10] ^= 0x55;
+        f.data = hex::encode(bytes);
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, f.to_vec().unwrap()).unwrap();
+        let e = OfficerSecret::from_shares(&[s[0].clone(), bad, s[2].clone()], &[])
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("not from the same split"), "{e}");
+    }
+
+    #[test]
+    fn share_numbers_are_checked() {
+        assert!(check_share_numbers(3, 2).is_ok());
+        assert!(check_share_numbers(2, 3).is_err());
+        assert!(check_share_numbers(3, 1).is_err());
+    }
 }

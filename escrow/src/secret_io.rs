@@ -169,3 +169,48 @@ pub fn read_limited(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {
     }
     Ok(buf)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passphrase_files_take_the_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        for (content, want) in [
+            (&b"secret\n"[..], Some(&b"secret"[..])),
+            (b"secret\r\nsecond line\n", Some(b"secret")),
+            (b"no newline", Some(b"no newline")),
+            (b" spaces kept \n", Some(b" spaces kept ")),
+            (b"\n", None),
+            (b"", None),
+        ] {
+            std::fs::write(&p, content).unwrap();
+            match (read_passphrase_file(&p), want) {
+                (Ok(pw), Some(w)) => assert!(pw.map(|b| &b[..] == w)),
+                (Err(e), None) => assert!(e.to_string().contains("is empty"), "{e}"),
+                (r, w) => panic!("{:?} for {w:?}", r.is_ok()),
+            }
+        }
+        assert!(read_passphrase_file(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string()
+            .contains("cannot open passphrase file"));
+    }
+
+    #[test]
+    fn secret_files_are_private_and_never_overwritten() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s");
+        write_secret_file(&p, b"x").unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let e = write_secret_file(&p, b"y").unwrap_err();
+        assert!(format!("{e:#}").contains("already exists"), "{e:#}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"x");
+    }
+}
