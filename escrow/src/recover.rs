@@ -189,3 +189,82 @@ fn protect_one<R: openpgp::packet::key::KeyRole>(
         Ok(Some(public.add_secret(secret).0))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openpgp::cert::prelude::*;
+
+    fn make(password: Option<&str>) -> Cert {
+        CertBuilder::general_purpose(Some("<u@example.org>"))
+            .set_password(password.map(Password::from))
+            .generate()
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn unlocks_protected_keys_and_password_encrypted_messages() {
+        let c = make(Some("pw-1"));
+        let armored = String::from_utf8(c.as_tsk().armored().to_vec().unwrap()).unwrap();
+        let open = unlock_private_key(&armored, &"pw-1".into()).unwrap();
+        assert_eq!(open.keys().unencrypted_secret().count(), 3);
+        assert_eq!(
+            unlock_private_key(&armored, &"pw-2".into()).unwrap_err(),
+            RecoverError::WrongPassword
+        );
+
+        // An Autocrypt-Setup-style upload: the key inside a password-encrypted message.
+        let inner = make(None);
+        let msg = crate::symmetric::encrypt_with_password(
+            &inner.as_tsk().to_vec().unwrap(),
+            &"setup-code".into(),
+        )
+        .unwrap();
+        let open = unlock_private_key(&msg, &"setup-code".into()).unwrap();
+        assert_eq!(open.fingerprint(), inner.fingerprint());
+        assert_eq!(
+            unlock_private_key(&msg, &"nope".into()).unwrap_err(),
+            RecoverError::WrongPassword
+        );
+        assert!(matches!(
+            unlock_private_key("garbage", &"x".into()).unwrap_err(),
+            RecoverError::BadKey(_)
+        ));
+    }
+
+    #[test]
+    fn reprotects_v4_keys_with_iterated_sha256() {
+        let open = unlock_private_key(
+            &String::from_utf8(make(Some("old")).as_tsk().armored().to_vec().unwrap()).unwrap(),
+            &"old".into(),
+        )
+        .unwrap();
+        let armored = reprotect(&open, &"new-pw".into()).unwrap();
+        let again = unlock_private_key(&armored, &"new-pw".into()).unwrap();
+        assert_eq!(again.fingerprint(), open.fingerprint());
+        assert_eq!(
+            unlock_private_key(&armored, &"old".into()).unwrap_err(),
+            RecoverError::WrongPassword
+        );
+        let cert = Cert::from_bytes(armored.as_bytes()).unwrap();
+        for ka in cert.keys().secret() {
+            match ka.key().optional_secret() {
+                Some(SecretKeyMaterial::Encrypted(e)) => assert!(
+                    matches!(
+                        e.s2k(),
+                        S2K::Iterated {
+                            hash: openpgp::types::HashAlgorithm::SHA256,
+                            hash_bytes: 65011712,
+                            ..
+                        }
+                    ),
+                    "{:?}",
+                    e.s2k()
+                ),
+                _ => panic!("not protected"),
+            }
+        }
+        assert!(reprotect(&open, &"".into()).is_err());
+    }
+}
