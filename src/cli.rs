@@ -77,6 +77,9 @@ sealpost escrow recover --bundle alice.bundle --officer-key officer.key.asc \\\n
 sealpost escrow reinstate --account alice@example.org alice-new.asc --reason \"ticket 4711\""
     )]
     Escrow(EscrowCmd),
+    /// Encrypt the mail already stored in a Maildir.
+    #[command(subcommand)]
+    Maildir(MaildirCmd),
     /// Validate the configuration, the database and every stored key.
     #[command(
         after_help = "Exit status: 0 when everything is fine, 1 when anything is wrong \
@@ -97,6 +100,40 @@ pub struct EncryptArgs {
     /// Replace the outer Subject with "[...]" (the real one stays inside).
     #[arg(long)]
     pub protect_subject: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MaildirCmd {
+    /// Encrypt every message of a Maildir in place to an account's active keys.
+    #[command(
+        after_help = "Each message in cur/ and new/ (and in Maildir++ folders such as .Sent/) \
+is encrypted with the milter's transform into tmp/, flushed to disk and atomically swapped \
+with the original, keeping its file name, flags, owner, mode and modification time; size \
+fields in the name (,S= and ,W=) are updated to the new size. Messages that are already \
+encrypted are left alone, so an interrupted run can simply be started again. Prints how \
+many messages were encrypted, already encrypted and failed; exit status 1 when any failed.
+
+Examples:
+  sealpost maildir encrypt /srv/mail/alice/Maildir --account alice@example.org --dry-run
+  sealpost maildir encrypt /srv/mail/alice/Maildir --account alice@example.org"
+    )]
+    Encrypt(MaildirEncryptArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MaildirEncryptArgs {
+    /// The Maildir (the directory holding cur/, new/ and tmp/).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Encrypt to the active keys of this account in the keystore.
+    #[arg(long, value_name = "ADDR", value_parser = parse_address)]
+    pub account: Address,
+    /// Only count what would be encrypted; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the counts (and failures) as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -6,6 +6,7 @@ mod check;
 mod encrypt;
 mod escrow;
 mod keys;
+mod maildir;
 mod serve;
 
 use std::process::ExitCode;
@@ -34,6 +35,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Command::Milter => serve::run(&loaded.config, serve::Parts::Milter).await,
             Command::Jmap => serve::run(&loaded.config, serve::Parts::Jmap).await,
             Command::Encrypt(a) => encrypt::run(&loaded.config, a).await,
+            Command::Maildir(c) => maildir::run(&loaded.config, c).await,
         }
     })
 }
