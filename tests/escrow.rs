@@ -1,8 +1,9 @@
 //! The security-officer commands (`sealpost escrow …`), run as the built binary on SQLite and
 //! a real PostgreSQL, with GnuPG checking the results from the outside.
 //!
-//! A user's protected private key and escrow are stored the way the JMAP service stores a
-//! client's upload: through the keystore's verification and storage functions.
+//! One test drives the real JMAP service (client uploads for model 4, server generation for
+//! model 5); the others store a user's protected private key and escrow the way that service
+//! does, through the keystore's verification and storage functions.
 
 mod e2e;
 
@@ -1775,4 +1776,314 @@ Content-Type: text/plain\n\nplain\n--alt\nContent-Type: text/html\n\n<p>html</p>
         found += 1;
     }
     assert_eq!(found, 2);
+}
+
+/// Standard base64 (for an HTTP Basic header).
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// One HTTP/1.1 request to the JMAP service; returns the status and the JSON body.
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    user: &str,
+    password: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        base64(format!("{user}:{password}").as_bytes()),
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).await.unwrap();
+    let text = String::from_utf8(resp).unwrap();
+    let (head, mut payload) = text.split_once("\r\n\r\n").unwrap();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let decoded;
+    if chunked {
+        let mut out = String::new();
+        let mut rest = payload;
+        loop {
+            let (size, after) = rest.split_once("\r\n").unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = &after[n + 2..];
+        }
+        decoded = out;
+        payload = &decoded;
+    }
+    (status, serde_json::from_str(payload).unwrap())
+}
+
+/// Recovery models 4 and 5 through the real JMAP service: the client stores its protected
+/// key and escrow (model 4), the server generates a key and escrows its password (model 5);
+/// the officer recovers both, and the re-protected key is what the client downloads next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jmap_clients_store_escrows_the_officer_recovers_them() {
+    use sealpost_jmap::{AuthConfig, JmapConfig, JmapState, CAP_CORE, CAP_KEYS};
+    use serde_json::json;
+    if need_program("escrow_jmap", "gpg").is_none() {
+        return;
+    }
+    for env in envs("escrow_jmap").await {
+        let pf = env.file("officer-pass.txt", &format!("{OFFICER_PASS}\n"));
+        let r = json(&env.sealpost(&[
+            "escrow",
+            "officer-init",
+            "--out",
+            "offline",
+            "--passphrase-file",
+            &pf,
+            "--json",
+        ]));
+        let officer = r["fingerprint"].as_str().unwrap().to_string();
+        let officer_key = env.path(r["secret_key"].as_str().unwrap());
+        ok(&env.sealpost(&[
+            "escrow",
+            "officer-add",
+            env.path(r["public_key"].as_str().unwrap())
+                .to_str()
+                .unwrap(),
+        ]));
+        let (public, secret) = gpg_protected_key(&env, "Ann <ann@example.org>", "ann", USER_PASS);
+        ok(&env.sealpost(&[
+            "keys",
+            "import",
+            "ann@example.org",
+            public.to_str().unwrap(),
+        ]));
+        ok(&env.sealpost(&["accounts", "add", "ben@example.org"]));
+        for user in ["ann@example.org", "ben@example.org"] {
+            ok(&env.sealpost_stdin(&["accounts", "passwd", user], Some(b"login-pw-Lx5\n")));
+        }
+
+        let mut config = JmapConfig::default();
+        config.keys.allowed_models = vec![1, 2, 3, 4, 5];
+        config.keys.server_key_generation = true;
+        let state = JmapState::new(env.keystore().await, config, AuthConfig::default()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(sealpost_jmap::serve(listener, state, async move {
+            let _ = stopped.await;
+        }));
+
+        // The session announces the officer key the clients escrow to.
+        let (status, session) = http(
+            addr,
+            "GET",
+            "/.well-known/jmap",
+            "ann@example.org",
+            "login-pw-Lx5",
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{session}");
+        let caps = &session["capabilities"][CAP_KEYS];
+        assert_eq!(caps["officerKeys"][0]["fingerprint"], officer.as_str());
+        let officer_cert = Cert::from_bytes(
+            caps["officerKeys"][0]["armored"]
+                .as_str()
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+        let ann_id = session["primaryAccounts"][CAP_KEYS]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let call = |user: &'static str, calls: serde_json::Value| async move {
+            let (status, body) = http(
+                addr,
+                "POST",
+                "/jmap",
+                user,
+                "login-pw-Lx5",
+                Some(&json!({"using": [CAP_CORE, CAP_KEYS], "methodCalls": calls})),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            body["methodResponses"].clone()
+        };
+
+        // Model 4: the client uploads its gpg-protected key and escrows the password.
+        let secret_text = std::fs::read_to_string(&secret).unwrap();
+        let escrow =
+            encrypt_to_officers(USER_PASS.as_bytes(), std::slice::from_ref(&officer_cert)).unwrap();
+        let r = call(
+            "ann@example.org",
+            json!([["PrivateKey/set", {"accountId": ann_id,
+                "create": {"k": {"armored": secret_text, "label": "laptop"}}}, "a"]]),
+        )
+        .await;
+        let ann_fpr = Cert::from_file(&public).unwrap().fingerprint().to_hex();
+        assert_eq!(r[0][1]["created"]["k"]["id"], ann_fpr.as_str(), "{r:?}");
+        let r = call(
+            "ann@example.org",
+            json!([["Escrow/set", {"accountId": ann_id,
+                "create": {"e": {"privateKeyId": ann_fpr, "armored": escrow}}}, "b"]]),
+        )
+        .await;
+        assert_eq!(
+            r[0][1]["created"]["e"]["officerFingerprint"],
+            officer.as_str(),
+            "{r:?}"
+        );
+
+        // Model 5: the server generates ben's key and hands the password out once.
+        let (_, ben_session) = http(
+            addr,
+            "GET",
+            "/.well-known/jmap",
+            "ben@example.org",
+            "login-pw-Lx5",
+            None,
+        )
+        .await;
+        let ben_id = ben_session["primaryAccounts"][CAP_KEYS]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = call(
+            "ben@example.org",
+            json!([["KeyPair/generate", {"accountId": ben_id, "label": "webmail"}, "g"]]),
+        )
+        .await;
+        let ben_password = r[0][1]["password"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{r:?}"))
+            .to_string();
+
+        // The officer exports both and recovers both passwords offline.
+        ok(&env.sealpost(&[
+            "escrow",
+            "export",
+            "--all",
+            "--reason",
+            "jmap flow",
+            "--out",
+            "all.bundle",
+        ]));
+        for (account, want) in [
+            ("ann@example.org", USER_PASS),
+            ("ben@example.org", ben_password.as_str()),
+        ] {
+            let out = format!("{account}.pw");
+            ok(&env.sealpost(&[
+                "escrow",
+                "recover",
+                "--bundle",
+                "all.bundle",
+                "--account",
+                account,
+                "--officer-key",
+                officer_key.to_str().unwrap(),
+                "--passphrase-file",
+                &pf,
+                "--reveal-password",
+                "--out",
+                &out,
+            ]));
+            assert_eq!(
+                std::fs::read_to_string(env.path(&out)).unwrap(),
+                format!("{want}\n")
+            );
+        }
+        let drill = env.sealpost(&[
+            "escrow",
+            "audit",
+            "--bundle",
+            "all.bundle",
+            "--officer-key",
+            officer_key.to_str().unwrap(),
+            "--passphrase-file",
+            &pf,
+        ]);
+        assert!(
+            drill.status.success(),
+            "{}",
+            String::from_utf8_lossy(&drill.stdout)
+        );
+
+        // Ann gets a new password; her client downloads the re-protected key.
+        let newpw = env.file("new-pass.txt", &format!("{NEW_PASS}\n"));
+        ok(&env.sealpost(&[
+            "escrow",
+            "recover",
+            "--bundle",
+            "all.bundle",
+            "--account",
+            "ann@example.org",
+            "--officer-key",
+            officer_key.to_str().unwrap(),
+            "--passphrase-file",
+            &pf,
+            "--reprotect",
+            "--new-password-file",
+            &newpw,
+            "--out",
+            "ann-new.asc",
+        ]));
+        ok(&env.sealpost(&[
+            "escrow",
+            "reinstate",
+            "--account",
+            "ann@example.org",
+            "ann-new.asc",
+            "--reason",
+            "jmap flow",
+        ]));
+        let r = call(
+            "ann@example.org",
+            json!([
+                ["PrivateKey/get", {"accountId": ann_id, "ids": [ann_fpr], "properties": ["armored"]}, "a"],
+                ["Escrow/get", {"accountId": ann_id, "ids": [ann_fpr]}, "b"],
+            ]),
+        )
+        .await;
+        let armored = r[0][1]["list"][0]["armored"].as_str().unwrap();
+        assert_eq!(
+            armored,
+            std::fs::read_to_string(env.path("ann-new.asc")).unwrap()
+        );
+        assert_eq!(r[1][1]["notFound"], json!([ann_fpr]), "{r:?}");
+        let cert = Cert::from_bytes(armored.as_bytes()).unwrap();
+        for ka in cert.keys().secret() {
+            ka.key().clone().decrypt_secret(&NEW_PASS.into()).unwrap();
+        }
+        let _ = stop.send(());
+        let _ = server.await;
+        env.assert_no_secret_printed();
+    }
 }
