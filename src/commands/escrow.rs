@@ -179,6 +179,21 @@ pub async fn run(config: &Config, cmd: EscrowCmd) -> Result<ExitCode> {
         } => {
             let b = Bundle::read(&bundle)?;
             let entry = b.select(account.as_ref(), key.as_deref())?.clone();
+            if let Some(out) = out.as_ref().filter(|o| o.exists()) {
+                // Said before any passphrase is asked for; a new empty directory is fine
+                // for --decrypt-maildir.
+                let empty_dir = decrypt_maildir.is_some()
+                    && std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_none());
+                if decrypt_maildir.is_some() && !empty_dir {
+                    bail!(
+                        "{} exists and is not empty; give a new directory for the decrypted mail",
+                        out.display()
+                    );
+                }
+                if !empty_dir {
+                    bail!("{} already exists; refusing to overwrite it", out.display());
+                }
+            }
             let officer = load_officer(&officer)?;
             if reveal_password {
                 let pw = recover::escrowed_password(&officer, &entry)
