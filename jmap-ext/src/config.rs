@@ -24,6 +24,10 @@ pub struct JmapConfig {
     pub limits: LimitsConfig,
     /// Which recovery models users may choose, escrow policy, upload checks.
     pub keys: KeysConfig,
+    /// Milliseconds a public-key listing and the officer keys may be served from this
+    /// process's cache. Writes through the service drop the entry at once; changes made
+    /// elsewhere (CLI, other nodes) show within this time. 0 disables the cache.
+    pub cache_ms: u64,
 }
 
 impl Default for JmapConfig {
@@ -34,6 +38,7 @@ impl Default for JmapConfig {
             cors_origins: Vec::new(),
             limits: LimitsConfig::default(),
             keys: KeysConfig::default(),
+            cache_ms: 1000,
         }
     }
 }

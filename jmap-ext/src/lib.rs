@@ -10,6 +10,7 @@
 
 mod api;
 pub mod auth;
+mod cache;
 pub mod config;
 mod error;
 mod imap;
@@ -53,6 +54,7 @@ pub(crate) struct Inner {
     pub auth: auth::Authenticator,
     pub protection: ProtectionConfig,
     pub requests: Semaphore,
+    pub cache: cache::Cache,
 }
 
 impl JmapState {
@@ -67,6 +69,7 @@ impl JmapState {
         };
         let requests = Semaphore::new(config.limits.max_concurrent_requests as usize);
         let auth = auth::Authenticator::new(auth, ks.clone())?;
+        let cache = cache::Cache::new(config.cache_ms);
         Ok(JmapState {
             inner: Arc::new(Inner {
                 ks,
@@ -74,6 +77,7 @@ impl JmapState {
                 auth,
                 protection,
                 requests,
+                cache,
             }),
         })
     }

@@ -56,13 +56,16 @@ fn base_url(state: &JmapState, headers: &HeaderMap) -> String {
 /// The `org:sealpost:params:jmap:keys` capability value.
 pub async fn keys_capability(state: &JmapState) -> Result<Value, crate::error::MethodError> {
     let inner = state.inner();
+    if let Some(v) = inner.cache.keys_capability() {
+        return Ok(v);
+    }
     let k = &inner.config.keys;
     let officers = inner
         .ks
         .active_officer_keys()
         .await
         .map_err(|e| internal("officer keys", &e))?;
-    Ok(json!({
+    let v = json!({
         "allowedModels": k.allowed_models,
         "escrow": k.escrow.as_str(),
         "officerKeys": officers.iter().map(|o| json!({
@@ -73,7 +76,9 @@ pub async fn keys_capability(state: &JmapState) -> Result<Value, crate::error::M
         "storesPrivateKeys": k.stores_private_keys(),
         "minS2kCount": k.min_s2k_count,
         "maxBlobSize": inner.config.limits.max_blob_size,
-    }))
+    });
+    inner.cache.put_keys_capability(&v);
+    Ok(v)
 }
 
 pub fn core_capability(state: &JmapState) -> Value {

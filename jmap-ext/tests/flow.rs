@@ -465,3 +465,47 @@ async fn request_errors_and_limits() {
         assert_eq!(r.status(), 404);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_elsewhere_show_within_cache_ms() {
+    for cache_ms in [0u64, 300] {
+        let (_, ks, _dir) = backends("changes_made_elsewhere").await.remove(0);
+        let (alice_id, _) = users(&ks).await;
+        let mut cfg = config();
+        cfg.cache_ms = cache_ms;
+        let server = start(ks.clone(), cfg, AuthConfig::default()).await;
+        let alice = Client::new(&server, "alice@example.org", "alice-login-pw");
+        let r = alice
+            .call("Keystore/get", json!({"accountId": alice_id}))
+            .await;
+        assert_eq!(r["list"], json!([]));
+        // The operator imports a key with the CLI (another process, same database).
+        ks.add_public_key(&alice_id, public(&keys().alice).as_bytes(), &actor())
+            .await
+            .unwrap();
+        if cache_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(cache_ms + 50)).await;
+        }
+        for name in ["Keystore/get", "PublicKey/get"] {
+            let r = alice.call(name, json!({"accountId": alice_id})).await;
+            assert_eq!(
+                r["list"][0]["id"],
+                fpr(&keys().alice),
+                "{name}, cache_ms {cache_ms}"
+            );
+            assert_ne!(r["state"], "0");
+        }
+        // A write through the service is visible at once, whatever the cache.
+        let r = alice
+            .call(
+                "PublicKey/set",
+                json!({"accountId": alice_id, "update": {fpr(&keys().alice): {"isActive": false}}}),
+            )
+            .await;
+        assert!(r["updated"].is_object(), "{r}");
+        let r = alice
+            .call("PublicKey/get", json!({"accountId": alice_id}))
+            .await;
+        assert_eq!(r["list"][0]["isActive"], false);
+    }
+}

@@ -85,6 +85,7 @@ pub async fn generate(ctx: &mut Ctx<'_>, args: Map<String, Value>) -> Result<Val
             }
             other => internal("store generated key", &other),
         })?;
+    ctx.state.inner().cache.invalidate(ctx.account());
     let new = json!({
         "PublicKey": super::state_of(ctx, super::Kind::PublicKey).await?,
         "PrivateKey": super::state_of(ctx, super::Kind::PrivateKey).await?,

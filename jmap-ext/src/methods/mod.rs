@@ -243,6 +243,58 @@ pub async fn state_of(ctx: &Ctx<'_>, kind: Kind) -> Result<String, MethodError> 
         .map_err(|e| internal("state", &e))
 }
 
+/// The state and every object of the account; public keys may come from the cache. The
+/// state is read first, so it never claims a change the objects lack.
+async fn snapshot(
+    ctx: &Ctx<'_>,
+    kind: Kind,
+    with_blob: bool,
+) -> Result<std::sync::Arc<crate::cache::Snapshot>, MethodError> {
+    let cache = &ctx.state.inner().cache;
+    let cacheable = matches!(kind, Kind::PublicKey);
+    if matches!(kind, Kind::PublicKey | Kind::Keystore) {
+        if let Some(s) = cache.public_keys(ctx.account()) {
+            if kind == Kind::PublicKey {
+                return Ok(s);
+            }
+            // The TMail view is derived from the full objects.
+            return Ok(std::sync::Arc::new(crate::cache::Snapshot {
+                state: s.state.clone(),
+                objects: s
+                    .objects
+                    .iter()
+                    .map(|(id, v)| (id.clone(), json!({"id": id, "key": v["armored"]})))
+                    .collect(),
+            }));
+        }
+    }
+    let generation = cache.generation();
+    let state = state_of(ctx, kind).await?;
+    if kind == Kind::Keystore {
+        let full = std::sync::Arc::new(crate::cache::Snapshot {
+            state: state.clone(),
+            objects: load_all(ctx, Kind::PublicKey, false).await?,
+        });
+        cache.put_public_keys(ctx.account(), generation, full.clone());
+        return Ok(std::sync::Arc::new(crate::cache::Snapshot {
+            state,
+            objects: full
+                .objects
+                .iter()
+                .map(|(id, v)| (id.clone(), json!({"id": id, "key": v["armored"]})))
+                .collect(),
+        }));
+    }
+    let s = std::sync::Arc::new(crate::cache::Snapshot {
+        state,
+        objects: load_all(ctx, kind, with_blob).await?,
+    });
+    if cacheable {
+        cache.put_public_keys(ctx.account(), generation, s.clone());
+    }
+    Ok(s)
+}
+
 /// Every object of the account, as full JSON objects (blobs only when `with_blob`).
 async fn load_all(
     ctx: &Ctx<'_>,
@@ -291,8 +343,8 @@ async fn get(
             ps.iter().map(String::as_str).collect()
         }
     };
-    let state = state_of(ctx, kind).await?;
-    let all = load_all(ctx, kind, wanted.contains(&"armored")).await?;
+    let snapshot = snapshot(ctx, kind, wanted.contains(&"armored")).await?;
+    let (state, all) = (&snapshot.state, &snapshot.objects);
     let project = |v: &Value| -> Value {
         let mut out = Map::new();
         out.insert("id".into(), v["id"].clone());
@@ -554,6 +606,7 @@ async fn set(
         }
     }
 
+    ctx.state.inner().cache.invalidate(ctx.account());
     let new_state = state_of(ctx, kind).await?;
     let or_null = |m: Map<String, Value>| {
         if m.is_empty() {
