@@ -1366,6 +1366,11 @@ async fn rotation_moves_escrows_to_the_new_officer_key() {
     for env in envs("escrow_rotation").await {
         let (old, old_key, _) = setup_plain(&env).await;
         let pf = env.path("officer-pass.txt").display().to_string();
+        // A model-3 user (key on the server, no escrow) has nothing to rotate.
+        let (public, secret) = gpg_protected_key(&env, "M <m3@example.org>", "m3", USER_PASS);
+        ok(&env.sealpost(&["keys", "import", "m3@example.org", public.to_str().unwrap()]));
+        env.upload_with("m3@example.org", &std::fs::read(secret).unwrap(), None)
+            .await;
         let spf: Vec<String> = SHARE_PASSES[..2]
             .iter()
             .enumerate()
@@ -1420,6 +1425,8 @@ async fn rotation_moves_escrows_to_the_new_officer_key() {
             "--json",
         ]));
         assert_eq!(r["rotated"], 1);
+        assert_eq!(r["without_escrow"], 1);
+        assert_eq!(r["skipped"], serde_json::json!([]));
         assert_eq!(mode(&env.path("reescrows.json")), 0o600);
 
         // The new key must be installed first.

@@ -41,6 +41,9 @@ pub struct RotateReport {
     pub out: String,
     pub new_officer: String,
     pub rotated: usize,
+    /// Keys in the bundle without an escrow (recovery model 3): nothing to move.
+    pub without_escrow: usize,
+    /// Escrows that failed as in the drill (account, fingerprint, reason): left out.
     pub skipped: Vec<(String, String, String)>,
 }
 
@@ -61,11 +64,16 @@ pub fn rotate(
     }
     let mut entries = Vec::new();
     let mut skipped = Vec::new();
+    let mut without_escrow = 0;
     let total = bundle.entries.len() as u64;
     for (i, e) in bundle.entries.iter().enumerate() {
         progress(i as u64 + 1, total);
         let pw = match escrowed_password(old, e) {
             Ok(pw) => pw,
+            Err(crate::recover::RecoverError::NoEscrow) => {
+                without_escrow += 1;
+                continue;
+            }
             Err(err) => {
                 skipped.push((e.account.clone(), e.fingerprint.clone(), err.to_string()));
                 continue;
@@ -98,6 +106,7 @@ pub fn rotate(
         out: out.display().to_string(),
         new_officer: rotation.new_officer,
         rotated: rotation.entries.len(),
+        without_escrow,
         skipped,
     })
 }

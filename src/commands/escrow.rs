@@ -340,8 +340,8 @@ pub async fn run(config: &Config, cmd: EscrowCmd) -> Result<ExitCode> {
                 print_json(&r)?;
             } else {
                 println!(
-                    "re-escrowed {} password(s) to officer key {} in {}",
-                    r.rotated, r.new_officer, r.out
+                    "re-escrowed {} password(s) to officer key {} in {} ({} key(s) had no escrow)",
+                    r.rotated, r.new_officer, r.out, r.without_escrow
                 );
                 for (account, fpr, why) in &r.skipped {
                     println!("skipped {account} {fpr}: {why}");
