@@ -225,9 +225,14 @@ Example:\n  gpg --export --armor alice@example.org | sealpost keys import alice@
 again. A key counts as expiring when its primary key or its last encryption subkey expires; \
 keys already unusable are listed as expired. Exit status 0 whether or not any are found.
 
+With --notify, each key's owner also gets a short mail (submitted through the local MTA's \
+sendmail) naming the key and the date; exit status 1 when a mail could not be submitted. Run \
+it from a weekly timer: every run mails every owner in the window again.
+
 Examples:
   sealpost keys expiring --days 30
-  sealpost keys expiring --days 14 --json"
+  sealpost keys expiring --days 14 --json
+  sealpost keys expiring --days 30 --notify --from postmaster@example.org"
     )]
     Expiring {
         /// The window, in days from now.
@@ -236,6 +241,25 @@ Examples:
         /// Print JSON: a list of {address, fingerprint, expires, expires_at, expired}.
         #[arg(long)]
         json: bool,
+        /// Mail each key's owner a notice through the local MTA.
+        #[arg(long)]
+        notify: bool,
+        /// Sender of the notices (header and envelope).
+        #[arg(
+            long,
+            value_name = "ADDR",
+            default_value = "postmaster",
+            requires = "notify"
+        )]
+        from: String,
+        /// The MTA's sendmail-compatible submission program.
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "/usr/sbin/sendmail",
+            requires = "notify"
+        )]
+        sendmail: PathBuf,
     },
 }
 

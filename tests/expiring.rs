@@ -222,3 +222,127 @@ fn keys_expiring_refuses_a_bad_window_as_usage_error() {
         assert_eq!(out.status.code(), Some(2), "--days {bad}");
     }
 }
+
+/// --notify through a real Postfix: the owner of an expiring key finds the notice in their
+/// Maildir; a sendmail that cannot run is reported and makes the exit status 1.
+#[test]
+fn keys_expiring_notify_mails_the_owner_through_the_local_mta() {
+    use sealpost_test_support::postfix::Postfix;
+    use std::os::unix::fs::PermissionsExt;
+
+    let Some(pf) = Postfix::start_with("keys_expiring_notify", None, &["soon"], "", "") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/ks.db", dir.path().display());
+    let created = SystemTime::now() - Duration::from_secs(60);
+    let fpr = import(
+        &url,
+        dir.path(),
+        "soon@example.org",
+        &cert("soon@example.org", created, Some(10 * DAY), None),
+    );
+    import(
+        &url,
+        dir.path(),
+        "never@example.org",
+        &cert("never@example.org", created, None, None),
+    );
+    let expected_day = &ok(&sealpost(
+        &url,
+        dir.path(),
+        &["keys", "expiring", "--days", "30", "--json"],
+    ))
+    .split("\"expires_at\": \"")
+    .nth(1)
+    .unwrap()[..10]
+        .to_string();
+
+    // The instance's own sendmail (its configuration directory is not the default one).
+    let sendmail = dir.path().join("sendmail");
+    std::fs::write(
+        &sendmail,
+        format!(
+            "#!/bin/sh\nexec /usr/sbin/sendmail -C {} \"$@\"\n",
+            pf.config_dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&sendmail, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let out = ok(&sealpost(
+        &url,
+        dir.path(),
+        &[
+            "keys",
+            "expiring",
+            "--days",
+            "30",
+            "--notify",
+            "--from",
+            "postmaster@example.org",
+            "--sendmail",
+            sendmail.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(out, format!("notified soon@example.org about {fpr}\n"));
+
+    let files = pf.wait_for("soon", 1, Duration::from_secs(60));
+    assert_eq!(files.len(), 1, "{}", pf.log());
+    let mail = String::from_utf8(std::fs::read(&files[0]).unwrap()).unwrap();
+    let parsed = mail_parser::MessageParser::default()
+        .parse(mail.as_bytes())
+        .unwrap();
+    assert_eq!(
+        parsed.subject(),
+        Some(format!("Your OpenPGP key for soon@example.org expires on {expected_day}").as_str())
+    );
+    assert_eq!(
+        parsed.return_address(),
+        Some("postmaster@example.org"),
+        "{mail}"
+    );
+    assert_eq!(
+        parsed.header_raw("Auto-Submitted").map(str::trim),
+        Some("auto-generated")
+    );
+    let body = parsed.body_text(0).unwrap();
+    assert!(body.contains(&format!("  {fpr}\n")), "{body}");
+    assert!(
+        body.contains(&format!("gpg --quick-set-expire {fpr} 2y")),
+        "{body}"
+    );
+    // Nothing for the key that does not expire.
+    assert!(pf.delivered("never").is_empty());
+
+    // A sendmail that cannot be run: reported per owner, exit status 1.
+    let out = sealpost(
+        &url,
+        dir.path(),
+        &[
+            "keys",
+            "expiring",
+            "--days",
+            "30",
+            "--notify",
+            "--sendmail",
+            "/nonexistent/sendmail",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(
+            "sealpost: cannot notify soon@example.org: cannot run /nonexistent/sendmail"
+        ),
+        "{err}"
+    );
+    // --from must be a plain address (it goes into a header and onto a command line).
+    let out = sealpost(
+        &url,
+        dir.path(),
+        &["keys", "expiring", "--notify", "--from", "x\nBcc: y"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+}

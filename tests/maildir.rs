@@ -375,6 +375,19 @@ fn maildir_encrypt_encrypts_in_place_skips_what_is_done_and_resumes() {
     );
     assert_eq!(snapshot(&md), after, "a rerun changed the Maildir");
 
+    // A run interrupted after the swap but before the size field was updated: the next run
+    // corrects the name and nothing else.
+    let p0 = &placed[0];
+    let done = find(&md.join("cur"), &p0.unique);
+    let stale = md
+        .join("cur")
+        .join(format!("{},S={}{}", p0.unique, p0.original.len(), p0.info));
+    std::fs::rename(&done, &stale).unwrap();
+    let out = ok(&env.maildir_encrypt(&md, &[]));
+    assert!(out.starts_with("encrypted 0, "), "{out}");
+    assert!(!stale.exists());
+    assert_eq!(snapshot(&md), after, "the size field was not corrected");
+
     // JSON for scripts.
     let out = ok(&env.maildir_encrypt(&md, &["--json", "--dry-run"]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -465,4 +478,68 @@ fn maildir_encrypt_refuses_bad_input_with_one_line() {
     // Usage errors: no account.
     let out = env.sealpost(&["maildir", "encrypt", "Maildir"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// The migration of a Maildir as Postfix delivered it (no milter yet): every message is
+/// encrypted, keeps its owner, and decrypts to exactly the delivered body.
+#[test]
+fn maildir_encrypt_migrates_a_maildir_delivered_by_postfix() {
+    use sealpost_test_support::postfix::Postfix;
+    use std::os::unix::fs::MetadataExt;
+
+    let Some(_) = need_program("maildir_delivered", "gpg") else {
+        return;
+    };
+    let Some(pf) = Postfix::start_with("maildir_delivered", None, &["ed"], "", "") else {
+        return;
+    };
+    let messages = corpus("");
+    for (name, data) in &messages {
+        let r = pf.send("bob@example.net", &[ACCOUNT], data);
+        assert_eq!(r.accepted(), [ACCOUNT], "{name}: {r:?}");
+    }
+    let files = pf.wait_for("ed", messages.len(), Duration::from_secs(120));
+    assert_eq!(files.len(), messages.len(), "{}", pf.log());
+    let md = pf.maildir_base.join("ed");
+    let delivered: Vec<(Vec<u8>, u32)> = files
+        .iter()
+        .map(|f| {
+            (
+                std::fs::read(f).unwrap(),
+                std::fs::metadata(f).unwrap().uid(),
+            )
+        })
+        .collect();
+
+    let env = Env::new();
+    let out = ok(&env.maildir_encrypt(&md, &[]));
+    assert_eq!(
+        out,
+        format!(
+            "encrypted {}, already encrypted 0, failed 0\n",
+            messages.len()
+        )
+    );
+
+    let gpg = Gpg::new();
+    for (f, (original, uid)) in files.iter().zip(&delivered) {
+        // Postfix's virtual delivery names files without size fields: same path.
+        let data = std::fs::read(f).unwrap();
+        assert_eq!(std::fs::metadata(f).unwrap().uid(), *uid, "owner changed");
+        let plain = lf(&gpg.decrypt(&armored_block(&data)));
+        assert_eq!(
+            String::from_utf8_lossy(&body(&plain)),
+            String::from_utf8_lossy(&body(original)),
+            "{}",
+            f.display()
+        );
+    }
+    let out = ok(&env.maildir_encrypt(&md, &[]));
+    assert_eq!(
+        out,
+        format!(
+            "encrypted 0, already encrypted {}, failed 0\n",
+            messages.len()
+        )
+    );
 }

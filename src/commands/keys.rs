@@ -98,13 +98,44 @@ pub async fn run(config: &Config, cmd: KeysCmd) -> Result<ExitCode> {
             let k = ks.set_key_active(&fingerprint, false, &actor).await?;
             println!("deactivated {} of {}", k.fingerprint, k.account);
         }
-        KeysCmd::Expiring { days, json } => {
+        KeysCmd::Expiring {
+            days,
+            json,
+            notify,
+            from,
+            sendmail,
+        } => {
             let keys = ks.list_public_keys(None).await?;
             let found = expiring(&keys, SystemTime::now(), days)?;
+            if notify {
+                check_sender(&from)?;
+                let mut failed = 0;
+                for e in &found {
+                    match send_notice(&sendmail, &from, e) {
+                        Ok(()) => {
+                            if !json {
+                                println!("notified {} about {}", e.address, e.fingerprint);
+                            }
+                        }
+                        Err(err) => {
+                            failed += 1;
+                            eprintln!("sealpost: cannot notify {}: {err:#}", e.address);
+                        }
+                    }
+                }
+                if failed > 0 {
+                    if json {
+                        print_json(&found)?;
+                    }
+                    return Ok(ExitCode::from(1));
+                }
+            }
             if json {
                 print_json(&found)?;
             } else if found.is_empty() {
                 println!("no active key expires within {days} days");
+            } else if notify {
+                // The "notified" lines said it all.
             } else {
                 for e in &found {
                     println!(
@@ -161,6 +192,117 @@ fn expiring(keys: &[PublicKeyRecord], now: SystemTime, days: u32) -> Result<Vec<
     }
     found.sort_by(|a, b| (a.expires, &a.address).cmp(&(b.expires, &b.address)));
     Ok(found)
+}
+
+/// The sender must be one plain address (or local part): it goes into a header and onto
+/// the sendmail command line.
+fn check_sender(from: &str) -> Result<()> {
+    let ok = !from.is_empty()
+        && !from.starts_with('-')
+        && from
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"<>()[]\\,;:\"".contains(&b));
+    if !ok {
+        anyhow::bail!("--from must be a plain address such as postmaster@example.org");
+    }
+    Ok(())
+}
+
+/// Submits one notice through `sendmail -i -f FROM -- TO`.
+fn send_notice(sendmail: &std::path::Path, from: &str, e: &Expiring) -> Result<()> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(sendmail)
+        .args(["-i", "-f", from, "--", &e.address])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot run {}", sendmail.display()))?;
+    let message = notice(from, e, SystemTime::now());
+    let written = child
+        .stdin
+        .take()
+        .map(|mut i| std::io::Write::write_all(&mut i, message.as_bytes()));
+    let status = child
+        .wait()
+        .with_context(|| format!("cannot run {}", sendmail.display()))?;
+    if let Some(Err(err)) = written {
+        return Err(err).with_context(|| format!("cannot write to {}", sendmail.display()));
+    }
+    if !status.success() {
+        anyhow::bail!("{} failed ({status})", sendmail.display());
+    }
+    Ok(())
+}
+
+/// The notice: plain ASCII text, marked as automatic (RFC 3834).
+fn notice(from: &str, e: &Expiring, now: SystemTime) -> String {
+    let day = &e.expires_at[..10];
+    let (subject, when) = if e.expired {
+        (
+            format!("Your OpenPGP key for {} has expired", e.address),
+            format!("has expired ({day})"),
+        )
+    } else {
+        (
+            format!("Your OpenPGP key for {} expires on {day}", e.address),
+            format!(
+                "expires on {} UTC",
+                e.expires_at.replace('T', " ").trim_end_matches('Z')
+            ),
+        )
+    };
+    let to = &e.address;
+    let fpr = &e.fingerprint;
+    let date = rfc5322_date(policy::unix(now));
+    [
+        format!("From: {from}"),
+        format!("To: {to}"),
+        format!("Subject: {subject}"),
+        format!("Date: {date}"),
+        "Auto-Submitted: auto-generated".into(),
+        "MIME-Version: 1.0".into(),
+        "Content-Type: text/plain; charset=us-ascii".into(),
+        "Content-Transfer-Encoding: 7bit".into(),
+        String::new(),
+        format!("Incoming mail to {to} is encrypted to your OpenPGP key"),
+        String::new(),
+        format!("  {fpr}"),
+        String::new(),
+        format!("which {when}. After that, new mail can no longer be"),
+        "encrypted to it.".into(),
+        String::new(),
+        "The server cannot extend a key. Extend its expiry date with the program".into(),
+        "that holds your secret key, for example with GnuPG (the second command".into(),
+        "extends the subkeys):".into(),
+        String::new(),
+        format!("  gpg --quick-set-expire {fpr} 2y"),
+        format!("  gpg --quick-set-expire {fpr} 2y '*'"),
+        String::new(),
+        "Then upload the public key again through your webmail's key settings,".into(),
+        "or ask your mail administrator to import it.".into(),
+        String::new(),
+    ]
+    .join("\n")
+}
+
+/// Unix seconds as an RFC 5322 date in UTC ("Wed, 25 Nov 2026 17:14:06 +0000").
+fn rfc5322_date(t: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    // "YYYY-MM-DDTHH:MM:SSZ"
+    let iso = time(t);
+    let month: usize = iso[5..7].parse().unwrap_or(1);
+    format!(
+        "{}, {} {} {} {} +0000",
+        DAYS[t.div_euclid(86_400).rem_euclid(7) as usize],
+        &iso[8..10],
+        MONTHS[month.saturating_sub(1).min(11)],
+        &iso[..4],
+        &iso[11..19]
+    )
 }
 
 enum Deadline {

@@ -414,24 +414,29 @@ fn swap(tmp: &Path, target: &Path, ino: u64) -> Result<()> {
         }
         // File systems without RENAME_EXCHANGE: check, then replace.
         Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) => {
-            let now = fs::symlink_metadata(target);
-            match now {
-                Ok(m) if m.ino() == ino => {}
-                _ => bail!("the message was moved or replaced while being encrypted; run again"),
-            }
-            // The original is replaced, not kept: hard-link it to tmp/ first so the
-            // removal below is the same as after an exchange.
-            let keep = tmp.with_file_name(partial_name());
-            fs::hard_link(target, &keep).context("cannot link the original into tmp/")?;
-            if let Err(e) = fs::rename(tmp, target) {
-                let _ = fs::remove_file(&keep);
-                return Err(e).context("cannot replace the message");
-            }
-            fs::rename(&keep, tmp).context("cannot move the original within tmp/")?;
-            Ok(())
+            replace_checked(tmp, target, ino)
         }
         _ => Err(err).context("cannot replace the message"),
     }
+}
+
+/// The fallback of [`swap`]: replaces `target` with `tmp` after checking that `target` is
+/// still the file that was encrypted, leaving the original at `tmp` like an exchange would.
+/// Between the check and the rename an IMAP server could move the message; the exchange
+/// closes that window where the file system supports it.
+fn replace_checked(tmp: &Path, target: &Path, ino: u64) -> Result<()> {
+    match fs::symlink_metadata(target) {
+        Ok(m) if m.ino() == ino => {}
+        _ => bail!("the message was moved or replaced while being encrypted; run again"),
+    }
+    let keep = tmp.with_file_name(partial_name());
+    fs::hard_link(target, &keep).context("cannot link the original into tmp/")?;
+    if let Err(e) = fs::rename(tmp, target) {
+        let _ = fs::remove_file(&keep);
+        return Err(e).context("cannot replace the message");
+    }
+    fs::rename(&keep, tmp).context("cannot move the original within tmp/")?;
+    Ok(())
 }
 
 fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
@@ -591,5 +596,47 @@ mod tests {
         c.write_all(b"\nc\n").unwrap();
         assert_eq!(c.bytes, 7);
         assert_eq!(c.virtual_bytes(), 9);
+    }
+    fn setup() -> (tempfile::TempDir, PathBuf, PathBuf, u64) {
+        let d = tempfile::tempdir().unwrap();
+        let tmp = d.path().join(partial_name());
+        let target = d.path().join("msg");
+        fs::write(&tmp, b"encrypted").unwrap();
+        fs::write(&target, b"plain").unwrap();
+        let ino = fs::metadata(&target).unwrap().ino();
+        (d, tmp, target, ino)
+    }
+
+    #[test]
+    fn swap_and_its_fallback_leave_the_original_at_the_tmp_path() {
+        for f in [swap, replace_checked] {
+            let (_d, tmp, target, ino) = setup();
+            f(&tmp, &target, ino).unwrap();
+            assert_eq!(fs::read(&target).unwrap(), b"encrypted");
+            assert_eq!(fs::read(&tmp).unwrap(), b"plain");
+        }
+    }
+
+    #[test]
+    fn swap_refuses_a_message_that_moved_or_was_replaced() {
+        for f in [swap, replace_checked] {
+            // Moved away (an IMAP server set a flag): nothing is recreated.
+            let (_d, tmp, target, ino) = setup();
+            fs::rename(&target, target.with_file_name("msg:2,S")).unwrap();
+            let e = f(&tmp, &target, ino).unwrap_err().to_string();
+            assert!(e.contains("moved"), "{e}");
+            assert!(!target.exists());
+            assert_eq!(fs::read(&tmp).unwrap(), b"encrypted");
+
+            // Replaced by another file of the same name: left as it is.
+            let (_d, tmp, target, ino) = setup();
+            fs::write(target.with_file_name("other"), b"other").unwrap();
+            fs::rename(target.with_file_name("other"), &target).unwrap();
+            assert_ne!(fs::metadata(&target).unwrap().ino(), ino);
+            let e = f(&tmp, &target, ino).unwrap_err().to_string();
+            assert!(e.contains("replaced"), "{e}");
+            assert_eq!(fs::read(&target).unwrap(), b"other");
+            assert_eq!(fs::read(&tmp).unwrap(), b"encrypted");
+        }
     }
 }
