@@ -281,3 +281,263 @@ fn operator_guide_names_every_metric_and_endpoint() {
         assert!(guide.contains(needle), "docs/operator.md lacks {needle}");
     }
 }
+
+/// Every syscall in `group`, with nested groups expanded, from `systemd-analyze
+/// syscall-filter` (the table systemd itself applies).
+fn syscall_group(
+    table: &std::collections::HashMap<String, Vec<String>>,
+    group: &str,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in table
+        .get(group)
+        .unwrap_or_else(|| panic!("no group {group}"))
+    {
+        if m.starts_with('@') {
+            out.extend(syscall_group(table, m));
+        } else {
+            out.push(m.clone());
+        }
+    }
+    out
+}
+
+fn syscall_table(analyze: &Path) -> std::collections::HashMap<String, Vec<String>> {
+    let (ok, stdout, stderr) = run(analyze, &["syscall-filter".as_ref()]);
+    assert!(ok, "systemd-analyze syscall-filter: {stderr}");
+    let mut table = std::collections::HashMap::new();
+    let mut current: Option<String> = None;
+    for line in stdout.lines() {
+        if line.starts_with('@') {
+            current = Some(line.trim().to_string());
+            table.insert(line.trim().to_string(), Vec::new());
+        } else if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            if line.trim().is_empty() {
+                current = None;
+            }
+        } else if let Some(g) = &current {
+            table.get_mut(g).unwrap().push(line.trim().to_string());
+        }
+    }
+    table
+}
+
+fn http_status(port: u16, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status for {path}: {reply:?}"))
+}
+
+/// `sealpost serve` traced with strace while it encrypts a message delivered through a real
+/// Postfix, answers the metrics, health and JMAP endpoints and stops on SIGTERM: it makes no
+/// system call outside the units' SystemCallFilter= and opens sockets of the allowed
+/// families only, so the hardening does not break the service.
+#[test]
+fn serve_stays_within_the_units_system_call_filter_and_address_families() {
+    use sealpost_test_support::postfix::{free_port, Postfix};
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+
+    let Some(analyze) = need_program("deploy_syscalls", "systemd-analyze") else {
+        return;
+    };
+    let Some(strace) = need_program("deploy_syscalls", "strace") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (milter, jmap, metrics) = (free_port(), free_port(), free_port());
+    let cfg = dir.path().join("sealpost.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[database]\nurl = \"sqlite://{}/ks.db\"\n\n[milter]\nlisten = \"127.0.0.1:{milter}\"\n\n\
+             [jmap]\nlisten = \"127.0.0.1:{jmap}\"\n\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let key = sealpost_test_support::fixture("keys/gpg-ed25519.asc");
+    let out = Command::new(bin())
+        .args(["--config", cfg.to_str().unwrap(), "keys", "import"])
+        .args(["ed@example.org", key.to_str().unwrap()])
+        .env_remove("SEALPOST_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A private Postfix (root only) whose milter is the traced service.
+    let Some(pf) = Postfix::start(
+        "deploy_syscalls",
+        &format!("inet:127.0.0.1:{milter}"),
+        &["ed"],
+    ) else {
+        return;
+    };
+    // The units run as an unprivileged user; so does the traced service (as root, SQLite
+    // would fchown its journal files, which the filter rightly forbids).
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(Command::new("chown")
+        .args(["-R", "nobody"])
+        .arg(dir.path())
+        .status()
+        .unwrap()
+        .success());
+
+    let trace = dir.path().join("trace");
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let mut tracer = Command::new(&strace)
+        .args(["-u", "nobody", "-f", "-qq", "-o"])
+        .arg(&trace)
+        .arg("--")
+        .arg(bin())
+        .args(["--config", cfg.to_str().unwrap(), "serve"])
+        .env_remove("SEALPOST_DATABASE_URL")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let serve_log = || std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", milter)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "serve did not start: {}",
+            serve_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let message =
+        std::fs::read(workspace_root().join("milter/tests/corpus/plain-ascii.eml")).unwrap();
+    let r = pf.send("bob@example.net", &["ed@example.org"], &message);
+    assert_eq!(r.accepted(), ["ed@example.org"], "{r:?}");
+    let files = pf.wait_for("ed", 1, Duration::from_secs(60));
+    assert_eq!(files.len(), 1, "{}", pf.log());
+    let delivered = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(delivered.contains("multipart/encrypted"), "not encrypted");
+
+    assert_eq!(http_status(metrics, "/metrics"), 200);
+    assert_eq!(http_status(metrics, "/healthz"), 200);
+    assert_eq!(http_status(metrics, "/readyz"), 200);
+    assert_eq!(http_status(jmap, "/.well-known/jmap"), 401);
+
+    // SIGTERM to sealpost (strace's child): it must stop cleanly.
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", tracer.id())).unwrap();
+    let pid = children
+        .split_whitespace()
+        .next()
+        .expect("sealpost pid")
+        .to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = tracer.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status.success(),
+        "serve exited with {status}: {}",
+        serve_log()
+    );
+    drop(pf);
+
+    let table = syscall_table(&analyze);
+    let denied: Vec<String> = ["@privileged", "@resources"]
+        .iter()
+        .flat_map(|g| syscall_group(&table, g))
+        .collect();
+    let allowed: std::collections::HashSet<String> = syscall_group(&table, "@system-service")
+        .into_iter()
+        .filter(|s| !denied.contains(s))
+        .collect();
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    let mut families = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        // "PID name(args…" ; skip signals (---), exits (+++) and resumptions (<...).
+        let Some((_, call)) = line.split_once(' ') else {
+            continue;
+        };
+        let call = call.trim_start();
+        if call.starts_with("---") || call.starts_with("+++") || call.starts_with("<...") {
+            continue;
+        }
+        let Some((name, args)) = call.split_once('(') else {
+            continue;
+        };
+        used.insert(name.to_string());
+        if name == "socket" {
+            families.insert(args.split(',').next().unwrap_or("").to_string());
+        }
+    }
+    assert!(used.len() > 20, "implausible trace:\n{text}");
+    let outside: Vec<&String> = used.iter().filter(|s| !allowed.contains(*s)).collect();
+    assert!(
+        outside.is_empty(),
+        "system calls outside SystemCallFilter=@system-service ~@privileged @resources: {outside:?}"
+    );
+    for f in &families {
+        assert!(
+            ["AF_UNIX", "AF_INET", "AF_INET6"].contains(&f.as_str()),
+            "socket family {f} outside RestrictAddressFamilies"
+        );
+    }
+    assert!(families.contains("AF_INET"), "{families:?}");
+    eprintln!(
+        "serve used {} distinct system calls, socket families {families:?}",
+        used.len()
+    );
+
+    // MemoryDenyWriteExecute=: no mapping is both writable and executable.
+    let wx: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("PROT_WRITE") && l.contains("PROT_EXEC"))
+        .collect();
+    assert!(wx.is_empty(), "writable and executable mappings: {wx:?}");
+    // ProtectSystem=strict: files are written only in the state directory (here the test's
+    // directory) and the private /tmp.
+    let state = dir.path().display().to_string();
+    let writes: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.contains("open")
+                && ["O_WRONLY", "O_RDWR", "O_CREAT"]
+                    .iter()
+                    .any(|f| l.contains(f))
+        })
+        .filter(|l| {
+            let path = l.split('"').nth(1).unwrap_or("");
+            !(path.starts_with(&state) || path.starts_with("/tmp/"))
+        })
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "files written outside the writable directories: {writes:?}"
+    );
+}
