@@ -2,7 +2,8 @@
 //! public keys, password-protected private keys, escrow blobs and key settings.
 //!
 //! Endpoints: the session resource at `/.well-known/jmap` and `/jmap/session`, the API at
-//! `/jmap`. Every request is authenticated ([`config::AuthMode`]); a user only ever sees
+//! `/jmap`, blob upload and download under `/jmap/upload/` and `/jmap/download/`, and
+//! EventSource push at `/jmap/eventsource/`. Every request is authenticated ([`config::AuthMode`]); a user only ever sees
 //! their own account.
 //!
 //! Build the state with [`JmapState::new`], then either [`router`] (tests, embedding) or
@@ -10,12 +11,14 @@
 
 mod api;
 pub mod auth;
+mod blob;
 mod cache;
 pub mod config;
 mod error;
 mod imap;
 mod methods;
 mod oidc;
+mod push;
 mod session;
 
 use std::future::Future;
@@ -42,6 +45,9 @@ pub const CAP_KEYS: &str = "org:sealpost:params:jmap:keys";
 /// RFC 8620 core.
 pub const CAP_CORE: &str = "urn:ietf:params:jmap:core";
 
+/// Uploads processed at the same time (`maxConcurrentUpload`).
+pub(crate) const MAX_CONCURRENT_UPLOAD: usize = 4;
+
 /// Everything the handlers share. Cheap to clone.
 #[derive(Clone)]
 pub struct JmapState {
@@ -55,6 +61,8 @@ pub(crate) struct Inner {
     pub protection: ProtectionConfig,
     pub requests: Semaphore,
     pub cache: cache::Cache,
+    pub blobs: blob::BlobStore,
+    pub uploads: Semaphore,
 }
 
 impl JmapState {
@@ -70,6 +78,7 @@ impl JmapState {
         let requests = Semaphore::new(config.limits.max_concurrent_requests as usize);
         let auth = auth::Authenticator::new(auth, ks.clone())?;
         let cache = cache::Cache::new(config.cache_ms);
+        let blobs = blob::BlobStore::new(config.limits.max_blob_size as usize);
         Ok(JmapState {
             inner: Arc::new(Inner {
                 ks,
@@ -78,6 +87,8 @@ impl JmapState {
                 protection,
                 requests,
                 cache,
+                blobs,
+                uploads: Semaphore::new(MAX_CONCURRENT_UPLOAD),
             }),
         })
     }
@@ -100,6 +111,12 @@ pub fn router(state: JmapState) -> Router {
         .route("/.well-known/jmap", get(session::handler))
         .route("/jmap/session", get(session::handler))
         .route("/jmap", post(api::handler))
+        .route("/jmap/upload/{account}/", post(blob::upload))
+        .route(
+            "/jmap/download/{account}/{blob}/{name}",
+            get(blob::download),
+        )
+        .route("/jmap/eventsource/", get(push::handler))
         .fallback(api::not_found)
         // The API handler reads the body itself, enforcing maxSizeRequest.
         .layer(DefaultBodyLimit::disable())

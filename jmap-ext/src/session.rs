@@ -84,9 +84,8 @@ pub async fn keys_capability(state: &JmapState) -> Result<Value, crate::error::M
 pub fn core_capability(state: &JmapState) -> Value {
     let l = &state.config().limits;
     json!({
-        // No blob upload on this service: keys travel inside /set.
-        "maxSizeUpload": 0,
-        "maxConcurrentUpload": 1,
+        "maxSizeUpload": l.max_blob_size,
+        "maxConcurrentUpload": crate::MAX_CONCURRENT_UPLOAD,
         "maxSizeRequest": l.max_size_request,
         "maxConcurrentRequests": l.max_concurrent_requests,
         "maxCallsInRequest": l.max_calls_in_request,

@@ -18,6 +18,7 @@ fn view(e: &EscrowRecord) -> Value {
         "officerFingerprint": e.officer_fingerprint,
         "created": utc(e.created),
         "size": e.size,
+        "blobId": format!("esc-{}", e.private_key_fingerprint),
     })
 }
 
@@ -68,9 +69,9 @@ fn escrow_off() -> Fail {
     ))
 }
 
-async fn verify(ctx: &Ctx<'_>, armored: &str) -> Result<protection::VerifiedEscrow, Fail> {
+async fn verify(ctx: &Ctx<'_>, armored: &[u8]) -> Result<protection::VerifiedEscrow, Fail> {
     let officers = officer_certs(ctx).await?;
-    protection::verify_escrow(armored.as_bytes(), &officers, &ctx.state.inner().protection)
+    protection::verify_escrow(armored, &officers, &ctx.state.inner().protection)
         .map_err(|e| Fail::Set(SetError::invalid(&["armored"], e.to_string())))
 }
 
@@ -84,11 +85,10 @@ pub async fn create(
     }
     only(
         obj,
-        &["privateKeyId", "armored"],
+        &["privateKeyId", "armored", "blobId"],
         " (the other properties are computed by the server)",
     )?;
     let raw = require_str(obj, "privateKeyId")?;
-    let armored = require_str(obj, "armored")?;
     let Some(fpr) = ctx.resolve_id(raw).map(|f| f.to_ascii_uppercase()) else {
         return Err(Fail::Set(SetError::invalid(
             &["privateKeyId"],
@@ -132,7 +132,8 @@ pub async fn create(
         e.existing_id = Some(fpr);
         return Err(Fail::Set(e));
     }
-    let verified = verify(ctx, armored).await?;
+    let armored = super::input_bytes(ctx, obj, "armored")?;
+    let verified = verify(ctx, &armored).await?;
     let (rec, _) = ctx
         .ks()
         .put_escrow(ctx.account(), &fpr, &verified, &ctx.principal.actor())
@@ -160,11 +161,11 @@ pub async fn update(
     }
     only(
         patch,
-        &["armored"],
+        &["armored", "blobId"],
         " (an escrow stays bound to its private key)",
     )?;
-    let armored = require_str(patch, "armored")?;
-    let verified = verify(ctx, armored).await?;
+    let armored = super::input_bytes(ctx, patch, "armored")?;
+    let verified = verify(ctx, &armored).await?;
     let (rec, _) = ctx
         .ks()
         .put_escrow(ctx.account(), id, &verified, &ctx.principal.actor())

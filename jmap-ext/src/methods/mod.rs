@@ -88,6 +88,7 @@ impl Kind {
             Kind::PublicKey => &[
                 ("id", true),
                 ("armored", true),
+                ("blobId", true),
                 ("fingerprint", true),
                 ("userIds", true),
                 ("algorithm", true),
@@ -104,6 +105,7 @@ impl Kind {
                 ("updated", true),
                 ("protection", true),
                 ("size", true),
+                ("blobId", true),
                 ("armored", false),
             ],
             Kind::Escrow => &[
@@ -112,6 +114,7 @@ impl Kind {
                 ("officerFingerprint", true),
                 ("created", true),
                 ("size", true),
+                ("blobId", true),
                 ("armored", false),
             ],
             Kind::KeySettings => &[
@@ -461,6 +464,33 @@ pub fn get_str<'v>(obj: &'v Map<String, Value>, k: &str) -> Result<Option<&'v st
 
 pub fn require_str<'v>(obj: &'v Map<String, Value>, k: &str) -> Result<&'v str, Fail> {
     get_str(obj, k)?.ok_or_else(|| Fail::Set(SetError::invalid(&[k], format!("{k} is required"))))
+}
+
+/// The uploaded bytes of an object: `prop` (armored text) or `blobId` (an upload).
+pub fn input_bytes(ctx: &Ctx<'_>, obj: &Map<String, Value>, prop: &str) -> Result<Vec<u8>, Fail> {
+    match (get_str(obj, prop)?, get_str(obj, "blobId")?) {
+        (Some(_), Some(_)) => Err(Fail::Set(SetError::invalid(
+            &[prop, "blobId"],
+            format!("give either {prop} or blobId, not both"),
+        ))),
+        (Some(text), None) => Ok(text.as_bytes().to_vec()),
+        (None, Some(id)) => ctx
+            .state
+            .inner()
+            .blobs
+            .get(ctx.account(), id)
+            .map(|b| b.to_vec())
+            .ok_or_else(|| {
+                Fail::Set(SetError::invalid(
+                    &["blobId"],
+                    "no such upload in this account (uploads expire after an hour)",
+                ))
+            }),
+        (None, None) => Err(Fail::Set(SetError::invalid(
+            &[prop],
+            format!("{prop} (or the blobId of an upload) is required"),
+        ))),
+    }
 }
 
 pub fn get_bool(obj: &Map<String, Value>, k: &str) -> Result<Option<bool>, Fail> {

@@ -5,7 +5,7 @@ use sealpost_keystore::protection::{self, ProtectionError};
 use sealpost_keystore::PrivateKeyRecord;
 use serde_json::{json, Map, Value};
 
-use super::{get_str, ks_fail, only, require_str, utc, Ctx, Fail};
+use super::{get_str, ks_fail, only, utc, Ctx, Fail};
 use crate::config::EscrowMode;
 use crate::error::{internal, MethodError, SetError};
 
@@ -18,6 +18,7 @@ fn view(k: &PrivateKeyRecord) -> Value {
         "updated": utc(k.updated_at),
         "protection": k.protection,
         "size": k.size,
+        "blobId": format!("sk-{}", k.fingerprint),
     })
 }
 
@@ -51,8 +52,8 @@ pub fn protection_fail(e: ProtectionError, prop: &str) -> Fail {
 }
 
 /// Finds an Escrow create in a later Escrow/set of this request whose privateKeyId is
-/// `#cid`: its creation id and armored blob.
-fn escrow_in_request(ctx: &Ctx<'_>, cid: &str) -> Option<(String, String)> {
+/// `#cid`: its creation id and blob (armored, or an upload named by blobId).
+fn escrow_in_request(ctx: &Ctx<'_>, cid: &str) -> Option<(String, Vec<u8>)> {
     let target = format!("#{cid}");
     for (name, args, _) in ctx.req.calls.iter().skip(ctx.index + 1) {
         if name != "Escrow/set" {
@@ -64,7 +65,11 @@ fn escrow_in_request(ctx: &Ctx<'_>, cid: &str) -> Option<(String, String)> {
         for (ecid, obj) in create {
             if obj.get("privateKeyId").and_then(Value::as_str) == Some(target.as_str()) {
                 if let Some(blob) = obj.get("armored").and_then(Value::as_str) {
-                    return Some((ecid.clone(), blob.to_string()));
+                    return Some((ecid.clone(), blob.as_bytes().to_vec()));
+                }
+                if let Some(id) = obj.get("blobId").and_then(Value::as_str) {
+                    let bytes = ctx.state.inner().blobs.get(ctx.account(), id)?;
+                    return Some((ecid.clone(), bytes.to_vec()));
                 }
             }
         }
@@ -86,10 +91,10 @@ pub async fn create(
     }
     only(
         obj,
-        &["armored", "publicKeyId", "label"],
+        &["armored", "blobId", "publicKeyId", "label"],
         " (the other properties are computed by the server)",
     )?;
-    let armored = require_str(obj, "armored")?;
+    let armored = super::input_bytes(ctx, obj, "armored")?;
     let label = get_str(obj, "label")?;
     if label.is_some_and(|l| l.chars().count() > 256) {
         return Err(Fail::Set(SetError::invalid(
@@ -115,7 +120,7 @@ pub async fn create(
         .map(|k| (k.fingerprint, k.armored))
         .collect();
     let verified = protection::verify_private_key(
-        armored.as_bytes(),
+        &armored,
         &publics,
         claimed.as_deref(),
         &ctx.state.inner().protection,
@@ -150,16 +155,15 @@ pub async fn create(
             )));
         };
         let officers = super::escrow::officer_certs(ctx).await?;
-        let escrow =
-            protection::verify_escrow(blob.as_bytes(), &officers, &ctx.state.inner().protection)
-                .map_err(|e| {
-                    Fail::Set(SetError::invalid(
-                        &["armored"],
-                        format!(
-                    "the escrow sent for this key (Escrow/set create {ecid:?}) is refused: {e}"
-                ),
-                    ))
-                })?;
+        let escrow = protection::verify_escrow(&blob, &officers, &ctx.state.inner().protection)
+            .map_err(|e| {
+                Fail::Set(SetError::invalid(
+                    &["armored"],
+                    format!(
+                        "the escrow sent for this key (Escrow/set create {ecid:?}) is refused: {e}"
+                    ),
+                ))
+            })?;
         let rec = ctx
             .ks()
             .create_private_key_with_escrow(

@@ -3,7 +3,7 @@
 use sealpost_keystore::PublicKeyRecord;
 use serde_json::{json, Map, Value};
 
-use super::{get_bool, ks_fail, only, require_str, utc, Ctx, Fail, Kind};
+use super::{get_bool, ks_fail, only, utc, Ctx, Fail, Kind};
 use crate::error::{internal, MethodError, SetError};
 
 fn view(kind: Kind, k: &PublicKeyRecord) -> Value {
@@ -12,6 +12,7 @@ fn view(kind: Kind, k: &PublicKeyRecord) -> Value {
         _ => json!({
             "id": k.fingerprint,
             "armored": k.armored,
+            "blobId": format!("pk-{}", k.fingerprint),
             "fingerprint": k.fingerprint,
             "userIds": k.user_ids,
             "algorithm": k.algorithm,
@@ -63,16 +64,16 @@ pub async fn create(
         Kind::Keystore => only(obj, &["key"], "")?,
         _ => only(
             obj,
-            &["armored", "isActive"],
+            &["armored", "blobId", "isActive"],
             " (the other properties are read from the key)",
         )?,
     }
-    let armored = require_str(obj, prop)?;
+    let armored = super::input_bytes(ctx, obj, prop)?;
     let active = get_bool(obj, "isActive")?;
     let actor = ctx.principal.actor();
     let rec = ctx
         .ks()
-        .add_public_key(ctx.account(), armored.as_bytes(), &actor)
+        .add_public_key(ctx.account(), &armored, &actor)
         .await
         .map_err(|e| ks_fail(e, &[prop]))?;
     let rec = match active {
