@@ -277,9 +277,11 @@ fn encrypt_one(item: &Item, recipients: &Recipients, options: &TransformOptions)
     if let Outcome::Skipped(_) = outcome {
         drop(guard);
         // A run interrupted between the swap and the size rename left a stale ,S=/,W=.
-        if let Some(fixed) = size_fixed_name(&item.name, meta.len(), || virtual_size(&file))? {
-            rename_noreplace(&path, &dir.join(fixed))?;
-            sync_dir(&dir)?;
+        if size_field(&item.name).is_some_and(|s| s != meta.len()) {
+            if let Some(fixed) = size_fixed_name(&item.name, meta.len(), || virtual_size(&file))? {
+                rename_noreplace(&path, &dir.join(fixed))?;
+                sync_dir(&dir)?;
+            }
         }
         return Ok(Done::AlreadyEncrypted);
     }
@@ -494,6 +496,16 @@ fn size_fixed_name(
     Ok(changed.then(|| OsString::from(format!("{}{info}", parts.join(",")))))
 }
 
+/// The `,S=` field of a Maildir file name.
+fn size_field(name: &OsStr) -> Option<u64> {
+    let name = name.to_str()?;
+    let base = name.split(':').next()?;
+    base.split(',')
+        .skip(1)
+        .find_map(|p| p.strip_prefix("S="))
+        .and_then(|v| v.parse().ok())
+}
+
 /// Size of the file with every bare LF counted as CRLF (what IMAP clients are sent).
 fn virtual_size(file: &File) -> Result<u64> {
     use std::os::unix::fs::FileExt;
@@ -587,6 +599,11 @@ mod tests {
         );
         assert_eq!(fix("1700000000.M1P2.host:2,S", 900, 0), None);
         assert_eq!(fix("1700000000.M1P2.host,S=900:2,", 900, 0), None);
+        assert_eq!(
+            size_field(OsStr::new("1.M1P2.host,S=900,W=930:2,S")),
+            Some(900)
+        );
+        assert_eq!(size_field(OsStr::new("1.M1P2.host:2,S=9")), None);
     }
 
     #[test]
