@@ -76,7 +76,7 @@ sealpost escrow export --account alice@example.org --reason \"ticket 4711\" --ou
 sealpost escrow recover --bundle alice.bundle --officer-key officer.key.asc \\\n      --reprotect --out alice-new.asc\n  \
 sealpost escrow reinstate --account alice@example.org alice-new.asc --reason \"ticket 4711\""
     )]
-    Escrow(EscrowCmd),
+    Escrow(Box<EscrowCmd>),
     /// Encrypt the mail already stored in a Maildir.
     #[command(subcommand)]
     Maildir(MaildirCmd),
@@ -445,6 +445,10 @@ Examples:
         /// The new password (first line of this file); without it, asked on the terminal.
         #[arg(long, value_name = "FILE", requires = "reprotect")]
         new_password_file: Option<PathBuf>,
+        /// Also escrow the new password to the officer key, into this file, for
+        /// `escrow reinstate --escrow` (the user keeps an escrow; needed for model 5).
+        #[arg(long, value_name = "FILE", requires = "reprotect")]
+        escrow_out: Option<PathBuf>,
         /// Decrypt the sealpost-encrypted mail of this Maildir into --out (DIR is not changed).
         #[arg(long, value_name = "DIR", group = "action", requires = "out")]
         decrypt_maildir: Option<PathBuf>,
@@ -515,11 +519,13 @@ Example:
     },
     /// Store a re-protected private key for the user (replaces the old one; audited).
     #[command(
-        after_help = "The old escrow held the old password, so it is removed; the \
-user's client escrows the new password at the next login.
+        after_help = "The old escrow held the old password: it is replaced by --escrow when \
+given (made by `recover --reprotect --escrow-out`), else removed. A server-generated key \
+(model 5) needs --escrow to stay recoverable.
 
-Example:
-  sealpost escrow reinstate --account alice@example.org alice-new.asc --reason \"ticket 4711\""
+Examples:
+  sealpost escrow reinstate --account alice@example.org alice-new.asc --reason \"ticket 4711\"
+  sealpost escrow reinstate --account bob@example.org bob-new.asc --escrow bob-escrow.asc"
     )]
     Reinstate {
         /// The account whose key is replaced.
@@ -527,6 +533,10 @@ Example:
         account: Address,
         /// The re-protected key made by `escrow recover --reprotect`.
         file: PathBuf,
+        /// Store this escrow of the new password (made by `recover --escrow-out`) with the
+        /// key, instead of leaving the key without escrow.
+        #[arg(long, value_name = "FILE")]
+        escrow: Option<PathBuf>,
         /// Why (recorded in the audit log).
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,

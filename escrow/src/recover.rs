@@ -118,6 +118,17 @@ pub fn unlock_entry(officer: &OfficerSecret, entry: &BundleEntry) -> Result<Cert
     unlock_private_key(&entry.private_key, &pw).map_err(|e| anyhow!("{}: {e}", entry.account))
 }
 
+/// Encrypts a (new) password to the officer key that did the recovery: an escrow blob for
+/// `reinstate --escrow`.
+pub fn escrow_to(officer: &OfficerSecret, password: &Password) -> Result<String> {
+    let public = officer.cert.clone().strip_secret_key_material();
+    password
+        .map(|p| {
+            sealpost_keystore::protection::encrypt_to_officers(p, std::slice::from_ref(&public))
+        })
+        .map_err(|e| anyhow!("cannot escrow the new password: {e}"))
+}
+
 /// Argon2 parameters for re-protected v6 keys: RFC 9580's second recommended setting
 /// (three passes, four lanes, 64 MiB).
 const ARGON2_T: u8 = 3;

@@ -173,6 +173,7 @@ pub async fn run(config: &Config, cmd: EscrowCmd) -> Result<ExitCode> {
             reveal_password,
             reprotect,
             new_password_file,
+            escrow_out,
             decrypt_maildir,
             out,
             json,
@@ -238,7 +239,22 @@ pub async fn run(config: &Config, cmd: EscrowCmd) -> Result<ExitCode> {
                 )
                 .read_new()?;
                 let armored = recover::reprotect(&cert, &new)?;
+                let escrow = match &escrow_out {
+                    Some(path) => {
+                        if path.exists() {
+                            bail!(
+                                "{} already exists; refusing to overwrite it",
+                                path.display()
+                            );
+                        }
+                        Some((path, recover::escrow_to(&officer, &new)?))
+                    }
+                    None => None,
+                };
                 secret_io::write_secret_file(&out, armored.as_bytes())?;
+                if let Some((path, blob)) = &escrow {
+                    secret_io::write_secret_file(path, blob.as_bytes())?;
+                }
                 if json {
                     print_json(&serde_json::json!({
                         "account": entry.account,
@@ -252,10 +268,17 @@ pub async fn run(config: &Config, cmd: EscrowCmd) -> Result<ExitCode> {
                         entry.fingerprint,
                         out.display()
                     );
+                    if let Some((path, _)) = &escrow {
+                        println!("wrote the escrow of the new password to {}", path.display());
+                    }
                     println!(
-                        "next: on the server, sealpost escrow reinstate --account {} {}",
+                        "next: on the server, sealpost escrow reinstate --account {} {}{}",
                         entry.account,
-                        out.display()
+                        out.display(),
+                        escrow
+                            .as_ref()
+                            .map(|(p, _)| format!(" --escrow {}", p.display()))
+                            .unwrap_or_default()
                     );
                 }
             } else if let Some(dir) = decrypt_maildir {
@@ -378,13 +401,25 @@ pub async fn run(config: &Config, cmd: EscrowCmd) -> Result<ExitCode> {
         EscrowCmd::Reinstate {
             account,
             file,
+            escrow,
             reason,
             json,
         } => {
             let bytes = secret_io::read_limited(&file, 1 << 20, "key file")?;
+            let escrow = match &escrow {
+                Some(p) => Some(secret_io::read_limited(p, 1 << 20, "escrow file")?),
+                None => None,
+            };
             let ks = open_keystore(config).await?;
-            let r = reinstate::reinstate(&ks, &account, &bytes, reason.as_deref(), &Actor::cli())
-                .await?;
+            let r = reinstate::reinstate(
+                &ks,
+                &account,
+                &bytes,
+                escrow.as_deref(),
+                reason.as_deref(),
+                &Actor::cli(),
+            )
+            .await?;
             if json {
                 print_json(&r)?;
             } else {
@@ -392,7 +427,9 @@ pub async fn run(config: &Config, cmd: EscrowCmd) -> Result<ExitCode> {
                     "stored the re-protected key {} for {}",
                     r.key.fingerprint, r.account
                 );
-                if r.escrow_removed {
+                if r.escrow_stored {
+                    println!("stored the escrow of the new password");
+                } else if r.escrow_removed {
                     println!(
                         "removed its escrow (it held the old password); the user's client \
                          escrows the new one"

@@ -30,7 +30,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Command::Keys(c) => keys::run(&loaded.config, c).await,
             Command::Audit(c) => audit::run(&loaded.config, c).await,
             Command::Check(a) => check::run(&loaded, a).await,
-            Command::Escrow(c) => escrow::run(&loaded.config, c).await,
+            Command::Escrow(c) => escrow::run(&loaded.config, *c).await,
             Command::Serve => serve::run(&loaded.config, serve::Parts::All).await,
             Command::Milter => serve::run(&loaded.config, serve::Parts::Milter).await,
             Command::Jmap => serve::run(&loaded.config, serve::Parts::Jmap).await,
