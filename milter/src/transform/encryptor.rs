@@ -410,6 +410,7 @@ fn with_hp_params(f: &HeaderField) -> Vec<u8> {
         return f.raw().to_vec();
     }
     let mut out = super::headers::trim_end(f.raw()).to_vec();
+    close_open_constructs(&mut out);
     if out.last() == Some(&b';') {
         out.extend_from_slice(b"\r\n ");
     } else {
@@ -417,6 +418,36 @@ fn with_hp_params(f: &HeaderField) -> Vec<u8> {
     }
     out.extend_from_slice(missing.join("; ").as_bytes());
     out
+}
+
+/// Closes a quoted-string or comment that a header field leaves open at its end
+/// (`charset="utf-8`, `text/plain (note`), which would otherwise swallow the parameters
+/// appended after it. Comments nest; a backslash quotes the next character in both.
+fn close_open_constructs(raw: &mut Vec<u8>) {
+    let (mut quoted, mut depth, mut escaped) = (false, 0usize, false);
+    for b in raw.iter() {
+        if escaped {
+            escaped = false;
+        } else if *b == b'\\' && (quoted || depth > 0) {
+            escaped = true;
+        } else if quoted {
+            quoted = *b != b'"';
+        } else if *b == b'(' {
+            depth += 1;
+        } else if *b == b')' {
+            depth = depth.saturating_sub(1);
+        } else if *b == b'"' && depth == 0 {
+            quoted = true;
+        }
+    }
+    if escaped {
+        // A trailing backslash quotes this character; what follows closes.
+        raw.push(b'"');
+    }
+    if quoted {
+        raw.push(b'"');
+    }
+    raw.extend(std::iter::repeat_n(b')', depth));
 }
 
 /// Appends a header line (possibly folded, any line endings) with CRLF everywhere.
@@ -580,6 +611,23 @@ mod tests {
         assert_eq!(
             with_hp_params(&f),
             b"Content-Type: text/plain;\n charset=utf-8;\r\n hp=\"cipher\"; protected-headers=\"v1\""
+        );
+        // An unterminated quoted-string or comment is closed first, or it would hide the
+        // markers.
+        let f = HeaderField::new("Content-Type", "text/plain; charset=\"utf-8");
+        assert_eq!(
+            with_hp_params(&f),
+            b"Content-Type: text/plain; charset=\"utf-8\";\r\n hp=\"cipher\"; protected-headers=\"v1\""
+        );
+        let f = HeaderField::new("Content-Type", "text/plain; x=\"a\\");
+        assert_eq!(
+            with_hp_params(&f),
+            b"Content-Type: text/plain; x=\"a\\\"\";\r\n hp=\"cipher\"; protected-headers=\"v1\""
+        );
+        let f = HeaderField::new("Content-Type", "text/plain (a (nested) \"note");
+        assert_eq!(
+            with_hp_params(&f),
+            b"Content-Type: text/plain (a (nested) \"note);\r\n hp=\"cipher\"; protected-headers=\"v1\""
         );
         let f = HeaderField::new("Content-Type", "text/plain; protected-headers=\"v1\"");
         assert_eq!(

@@ -74,14 +74,19 @@ const PGP_BEGIN: &[u8] = b"-----BEGIN PGP MESSAGE-----";
 
 /// Looks at the start of a plain-text body. `None` means "need more bytes"; `eof` says no
 /// more will come.
+///
+/// Only the first [`BODY_WINDOW`] bytes count, so the verdict is the same however the body
+/// is cut into chunks (the milter's chunks, or the reads of `sealpost encrypt`).
 pub(crate) fn check_body_start(buf: &[u8], eof: bool) -> Option<HeaderVerdict> {
-    let mut rest = buf;
+    let full = buf.len() >= BODY_WINDOW;
+    let mut rest = &buf[..buf.len().min(BODY_WINDOW)];
     loop {
         let (line, newline) = match rest.iter().position(|b| *b == b'\n') {
             Some(i) => (&rest[..i], true),
             None => (rest, false),
         };
-        let complete = newline || eof;
+        // A line cut by the window is not complete, even at the end of the body.
+        let complete = newline || (eof && !full);
         let trimmed = super::headers::trim_end(super::headers::trim_start(line));
         if !trimmed.is_empty() && complete {
             return Some(if trimmed == PGP_BEGIN {
@@ -93,7 +98,7 @@ pub(crate) fn check_body_start(buf: &[u8], eof: bool) -> Option<HeaderVerdict> {
         if !newline {
             // Only blank lines so far, or an incomplete first line: wait for more, within
             // the window.
-            return if eof || buf.len() > BODY_WINDOW {
+            return if eof || full {
                 Some(HeaderVerdict::Encrypt)
             } else {
                 None
@@ -164,5 +169,19 @@ mod tests {
             Some(Encrypt)
         );
         assert_eq!(check_body_start(&[b'x'; 100], false), None);
+        // The armor line after blank lines that fill the window does not count, whether
+        // the body comes in one piece or in chunks.
+        let mut late = b"\r\n".repeat(BODY_WINDOW / 2);
+        late.extend_from_slice(b"-----BEGIN PGP MESSAGE-----\r\n");
+        assert_eq!(check_body_start(&late, false), Some(Encrypt));
+        assert_eq!(check_body_start(&late, true), Some(Encrypt));
+        assert_eq!(check_body_start(&late[..BODY_WINDOW], false), Some(Encrypt));
+        // Within the window it does.
+        let mut early = b"\r\n".repeat(BODY_WINDOW / 2 - 20);
+        early.extend_from_slice(b"-----BEGIN PGP MESSAGE-----\r\n");
+        assert_eq!(
+            check_body_start(&early, false),
+            Some(Skip(SkipReason::InlinePgp))
+        );
     }
 }
