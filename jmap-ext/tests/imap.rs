@@ -14,6 +14,8 @@ use sealpost_test_support::need_program;
 struct Dovecot {
     child: Child,
     port: u16,
+    /// The implicit-TLS port (when started with a certificate).
+    tls_port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -32,7 +34,41 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A self-signed certificate for "localhost": (certificate PEM path, key PEM path).
+fn self_signed(dir: &std::path::Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let openssl = need_program("imap_auth_over_tls", "openssl")?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = Command::new(openssl)
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl could not make a certificate");
+    Some((cert, key))
+}
+
 fn start_dovecot(program: &std::path::Path, users: &[(&str, &str)]) -> Dovecot {
+    start_dovecot_tls(program, users, None)
+}
+
+fn start_dovecot_tls(
+    program: &std::path::Path,
+    users: &[(&str, &str)],
+    tls: Option<(&std::path::Path, &std::path::Path)>,
+) -> Dovecot {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -45,6 +81,16 @@ fn start_dovecot(program: &std::path::Path, users: &[(&str, &str)]) -> Dovecot {
         .collect();
     std::fs::write(d.join("passwd"), passwd).unwrap();
     let port = free_port();
+    let tls_port = if tls.is_some() { free_port() } else { 0 };
+    let ssl = match tls {
+        // Logins only after STARTTLS (or on the TLS port).
+        Some((cert, key)) => format!(
+            "ssl = required\nssl_cert = <{}\nssl_key = <{}\ndisable_plaintext_auth = yes\n",
+            cert.display(),
+            key.display()
+        ),
+        None => "ssl = no\ndisable_plaintext_auth = no\n".to_string(),
+    };
     // As root Dovecot drops to its own users; otherwise everything runs as the caller.
     let me = std::env::var("USER").unwrap_or_default();
     let root = std::fs::read_to_string("/proc/self/status")
@@ -61,11 +107,11 @@ fn start_dovecot(program: &std::path::Path, users: &[(&str, &str)]) -> Dovecot {
     };
     let conf = format!(
         "base_dir = {d}/run\nstate_dir = {d}/state\nlog_path = {d}/dovecot.log\n\
-         protocols = imap\nlisten = 127.0.0.1\nssl = no\ndisable_plaintext_auth = no\n\
+         protocols = imap\nlisten = 127.0.0.1\n{ssl}\
          auth_mechanisms = plain login\n\
          passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {d}/passwd\n}}\n\
          {users}\
-         service imap-login {{\n  chroot =\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n  inet_listener imaps {{\n    port = 0\n  }}\n}}\n\
+         service imap-login {{\n  chroot =\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {tls_port}\n  }}\n}}\n\
          service anvil {{\n  chroot =\n}}\n",
         d = d.display(),
         users = users_conf.replace("HOME", &d.join("home").display().to_string()),
@@ -81,6 +127,7 @@ fn start_dovecot(program: &std::path::Path, users: &[(&str, &str)]) -> Dovecot {
             .spawn()
             .unwrap(),
         port,
+        tls_port,
         _dir: dir,
     };
     for _ in 0..100 {
@@ -165,6 +212,66 @@ async fn imap_auth_against_dovecot() {
             .await
             .unwrap();
         assert_eq!(r.status(), 503);
+    }
+    drop(dovecot);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_auth_over_tls() {
+    let Some(program) = need_program("imap_auth_over_tls", "dovecot").or_else(|| {
+        let p = std::path::PathBuf::from("/usr/sbin/dovecot");
+        p.is_file().then_some(p)
+    }) else {
+        return;
+    };
+    let certs = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        certs.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let Some((cert, key)) = self_signed(certs.path()) else {
+        return;
+    };
+    let dovecot = start_dovecot_tls(
+        &program,
+        &[("alice@example.org", "alice-imap-pw")],
+        Some((&cert, &key)),
+    );
+    let (_, ks, _dir) = backends("imap_auth_over_tls").await.remove(0);
+    users(&ks).await;
+    for (tls, port) in [
+        (ImapTls::Starttls, dovecot.port),
+        (ImapTls::Implicit, dovecot.tls_port),
+    ] {
+        let mut auth = AuthConfig::default();
+        auth.mode = AuthMode::Imap;
+        auth.imap.server = format!("localhost:{port}");
+        auth.imap.tls = tls;
+        auth.imap.ca_file = cert.display().to_string();
+        let server = start(ks.clone(), JmapConfig::default(), auth.clone()).await;
+        let http = reqwest::Client::new();
+        let session = |u: &str, p: &str| {
+            http.get(format!("{}/.well-known/jmap", server.base))
+                .basic_auth(u, Some(p))
+                .send()
+        };
+        let r = session("alice@example.org", "alice-imap-pw").await.unwrap();
+        assert_eq!(r.status(), 200, "{tls:?}");
+        let r = session("alice@example.org", "wrong").await.unwrap();
+        assert_eq!(r.status(), 401, "{tls:?}");
+        drop(server);
+
+        // A certificate that is not trusted: the login is not attempted (503).
+        auth.imap.ca_file = String::new();
+        let server = start(ks.clone(), JmapConfig::default(), auth).await;
+        let r = reqwest::Client::new()
+            .get(format!("{}/.well-known/jmap", server.base))
+            .basic_auth("alice@example.org", Some("alice-imap-pw"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "{tls:?} with an untrusted certificate");
     }
     drop(dovecot);
 }
