@@ -47,8 +47,9 @@ pub fn encrypt_message<R: Read, W: Write>(
         held.extend_from_slice(&buf[..n]);
         enc.write_body(&buf[..n])?;
     }
-    let skipping = matches!(enc.decision(), Decision::Skip(_));
-    if !skipping {
+    // Still undecided here means the body ended within the look-ahead: `finish` decides,
+    // and a skipped body is then the held bytes, which must be kept.
+    if enc.decision() == Decision::Encrypt {
         held = Vec::new();
         loop {
             let n = read_some(&mut r, &mut buf)?;
