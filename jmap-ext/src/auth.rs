@@ -150,6 +150,7 @@ pub struct Authenticator {
     cache: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
     cache_key: [u8; 32],
     trusted: Vec<Cidr>,
+    proxies: Vec<Cidr>,
     oidc: Option<crate::oidc::Verifier>,
 }
 
@@ -158,6 +159,11 @@ impl Authenticator {
         let trusted = config
             .proxy
             .trusted_sources
+            .iter()
+            .map(|s| Cidr::parse(s))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let proxies = config
+            .trusted_proxies
             .iter()
             .map(|s| Cidr::parse(s))
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -174,6 +180,7 @@ impl Authenticator {
             cache: Mutex::new(HashMap::new()),
             cache_key,
             trusted,
+            proxies,
             oidc,
         })
     }
@@ -198,7 +205,7 @@ impl Authenticator {
         headers: &HeaderMap,
         peer: SocketAddr,
     ) -> Result<Principal, AuthError> {
-        let source = format!("ip:{}", peer.ip());
+        let source = format!("ip:{}", self.client_ip(headers, peer));
         let rl = &self.config.rate_limit;
         if let Some(s) = self.failures.blocked(&source, rl.max_failures_per_source) {
             return Err(AuthError::RateLimited(s));
@@ -258,6 +265,29 @@ impl Authenticator {
                 }
             }
         }
+    }
+
+    /// The client's address: the peer, or the nearest untrusted address in
+    /// `X-Forwarded-For` when the peer is a trusted reverse proxy.
+    pub fn client_ip(&self, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+        let ip = peer.ip();
+        if !self.proxies.iter().any(|c| c.contains(ip)) {
+            return ip;
+        }
+        let mut hops: Vec<IpAddr> = Vec::new();
+        for v in headers.get_all("x-forwarded-for") {
+            let Ok(v) = v.to_str() else { return ip };
+            for part in v.split(',') {
+                match part.trim().parse::<IpAddr>() {
+                    Ok(a) => hops.push(a),
+                    Err(_) => return ip,
+                }
+            }
+        }
+        hops.into_iter()
+            .rev()
+            .find(|a| !self.proxies.iter().any(|c| c.contains(*a)))
+            .unwrap_or(ip)
     }
 
     fn cache_digest(&self, user: &str, password: &str) -> [u8; 32] {

@@ -102,6 +102,9 @@ pub struct AuthConfig {
     /// Seconds a successful Basic verification is cached (keyed hash of user and password,
     /// never the password). 0 disables the cache.
     pub cache_seconds: u64,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` header names
+    /// the client, so failed logins are counted per real client rather than per proxy.
+    pub trusted_proxies: Vec<String>,
     pub rate_limit: RateLimitConfig,
     pub imap: ImapAuthConfig,
     pub oidc: OidcAuthConfig,
@@ -116,6 +119,7 @@ impl Default for AuthConfig {
             default_domain: String::new(),
             create_accounts: true,
             cache_seconds: 60,
+            trusted_proxies: vec!["127.0.0.1/32".into(), "::1/128".into()],
             rate_limit: RateLimitConfig::default(),
             imap: ImapAuthConfig::default(),
             oidc: OidcAuthConfig::default(),
@@ -467,6 +471,11 @@ impl AuthConfig {
                     })?;
                 }
             }
+        }
+        for s in &self.trusted_proxies {
+            crate::auth::Cidr::parse(s).with_context(|| {
+                format!("[auth] trusted_proxies: {s:?} is not an address or CIDR range")
+            })?;
         }
         if self.rate_limit.window_seconds == 0 {
             bail!("[auth.rate_limit] window_seconds must be at least 1");

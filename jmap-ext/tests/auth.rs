@@ -93,6 +93,39 @@ async fn static_auth_rate_limits_and_cors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_counted_per_forwarded_client() {
+    let (_, ks, _dir) = backends("failed_logins_counted_per_forwarded_client")
+        .await
+        .remove(0);
+    users(&ks).await;
+    let mut auth = AuthConfig::default();
+    auth.rate_limit.max_failures_per_source = 2;
+    let server = start(ks.clone(), JmapConfig::default(), auth).await;
+    let http = reqwest::Client::new();
+    let try_as = |client_ip: &str, user: &str, pw: &str| {
+        http.get(format!("{}/jmap/session", server.base))
+            .header("x-forwarded-for", format!("203.0.113.7, {client_ip}"))
+            .basic_auth(user, Some(pw))
+            .send()
+    };
+    for u in ["x@example.org", "y@example.org"] {
+        assert_eq!(
+            try_as("198.51.100.1", u, "nope").await.unwrap().status(),
+            401
+        );
+    }
+    // That client is blocked; another client behind the same proxy is not.
+    let r = try_as("198.51.100.1", "alice@example.org", "alice-login-pw")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let r = try_as("198.51.100.2", "alice@example.org", "alice-login-pw")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_auth() {
     let (_, ks, _dir) = backends("proxy_auth").await.remove(0);
     users(&ks).await;
