@@ -432,10 +432,15 @@ fn verify_skesk_message(
 }
 
 fn armor_message(bytes: &[u8]) -> Result<String, ProtectionError> {
+    // Armor the packets as parsed, not the upload's bytes: an upload the parser read as
+    // armor but that is not UTF-8 text would otherwise be armored twice, and unreadable.
+    let binary = openpgp::PacketPile::from_bytes(bytes)
+        .and_then(|pile| pile.to_vec())
+        .map_err(|e| ProtectionError::Unparsable(short(&e)))?;
     let mut out = Vec::new();
     let mut w = openpgp::armor::Writer::new(&mut out, openpgp::armor::Kind::Message)
         .map_err(|e| ProtectionError::Unparsable(e.to_string()))?;
-    std::io::Write::write_all(&mut w, bytes)
+    std::io::Write::write_all(&mut w, &binary)
         .map_err(|e| ProtectionError::Unparsable(e.to_string()))?;
     w.finalize()
         .map_err(|e| ProtectionError::Unparsable(e.to_string()))?;

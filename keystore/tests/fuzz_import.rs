@@ -428,20 +428,67 @@ fn mutated_private_keys_are_refused_or_still_protected() {
     }
 }
 
+fn officer_cert(uid: &str) -> Cert {
+    let (cert, _) = CertBuilder::general_purpose(Some(uid))
+        .set_cipher_suite(CipherSuite::Cv25519)
+        .set_creation_time(SystemTime::now() - std::time::Duration::from_secs(3600))
+        .generate()
+        .unwrap();
+    cert.strip_secret_key_material()
+}
+
+/// The checks on an accepted escrow blob: for the officer, and stored as readable armor.
+fn check_escrow_accepted(
+    v: &sealpost_keystore::protection::VerifiedEscrow,
+    officer: &Cert,
+    what: &str,
+) {
+    assert_eq!(
+        v.officer_fingerprint,
+        officer.fingerprint().to_hex(),
+        "{what}"
+    );
+    let officer_keys: Vec<String> = officer
+        .keys()
+        .map(|k| k.key().fingerprint().to_hex())
+        .collect();
+    // Every recipient packet names an officer key.
+    let pile = PacketPile::from_bytes(v.armored.as_bytes())
+        .unwrap_or_else(|e| panic!("{what}: stored text does not parse: {e}"));
+    let mut pkesks = 0;
+    for p in pile.descendants() {
+        if let Packet::PKESK(pkesk) = p {
+            pkesks += 1;
+            let r = pkesk.recipient().map(|h| h.to_hex()).unwrap_or_default();
+            assert!(
+                !r.is_empty() && officer_keys.iter().any(|k| k.ends_with(&r)),
+                "{what}: accepted a blob for {r}"
+            );
+        }
+    }
+    assert!(pkesks > 0, "{what}: stored text has no recipient");
+}
+
+/// Regression (found by the escrow fuzzing): an armored blob with a non-UTF-8 byte in its
+/// armor header line was accepted and then stored armored a second time, unreadable.
+#[test]
+fn escrow_with_a_damaged_armor_header_is_stored_readable() {
+    let officer = officer_cert("Officer <cso@example.org>");
+    let blob = encrypt_to_officers(b"pw", std::slice::from_ref(&officer)).unwrap();
+    let mut damaged = blob.into_bytes();
+    assert!(damaged.starts_with(b"-----BEGIN PGP MESSAGE-----"));
+    damaged[24] = 0xe2;
+    let config = ProtectionConfig::default();
+    match verify_escrow(&damaged, std::slice::from_ref(&officer), &config) {
+        Ok(v) => check_escrow_accepted(&v, &officer, "damaged armor header"),
+        Err(e) => one_line(&e, "damaged armor header"),
+    }
+}
+
 #[test]
 fn mutated_escrow_blobs_are_refused_or_still_for_the_officer() {
-    let (officer, _) = CertBuilder::general_purpose(Some("Officer <cso@example.org>"))
-        .set_cipher_suite(CipherSuite::Cv25519)
-        .set_creation_time(SystemTime::now() - std::time::Duration::from_secs(3600))
-        .generate()
-        .unwrap();
-    let officer = officer.strip_secret_key_material();
-    let (stranger, _) = CertBuilder::general_purpose(Some("Other <other@example.org>"))
-        .set_cipher_suite(CipherSuite::Cv25519)
-        .set_creation_time(SystemTime::now() - std::time::Duration::from_secs(3600))
-        .generate()
-        .unwrap();
-    let stranger = stranger.strip_secret_key_material();
+    let officer = officer_cert("Officer <cso@example.org>");
+    let stranger = officer_cert("Other <other@example.org>");
     let config = ProtectionConfig::default();
     let blob = encrypt_to_officers(b"the user's key password", std::slice::from_ref(&officer))
         .unwrap()
@@ -454,10 +501,6 @@ fn mutated_escrow_blobs_are_refused_or_still_for_the_officer() {
     assert!(verify_escrow(&foreign, &officers, &config).is_err());
     let blob_bin = PacketPile::from_bytes(&blob).unwrap().to_vec().unwrap();
     let sources = [blob, blob_bin, foreign.clone()];
-    let officer_keys: Vec<String> = officer
-        .keys()
-        .map(|k| k.key().fingerprint().to_hex())
-        .collect();
     let mut rng = StdRng::seed_from_u64(seed().wrapping_add(0x657363));
     for i in 0..iters() {
         let original = &sources[rng.gen_range(0..sources.len())];
@@ -472,25 +515,7 @@ fn mutated_escrow_blobs_are_refused_or_still_for_the_officer() {
         run("escrow", &input, &what, || {
             match verify_escrow(&input, &officers, &config) {
                 Err(e) => one_line(&e, &what),
-                Ok(v) => {
-                    assert_eq!(
-                        v.officer_fingerprint,
-                        officer.fingerprint().to_hex(),
-                        "{what}"
-                    );
-                    // Every recipient packet names an officer key.
-                    let pile = PacketPile::from_bytes(v.armored.as_bytes())
-                        .unwrap_or_else(|e| panic!("{what}: accepted text: {e}"));
-                    for p in pile.descendants() {
-                        if let Packet::PKESK(pkesk) = p {
-                            let r = pkesk.recipient().map(|h| h.to_hex()).unwrap_or_default();
-                            assert!(
-                                !r.is_empty() && officer_keys.iter().any(|k| k.ends_with(&r)),
-                                "{what}: accepted a blob for {r}"
-                            );
-                        }
-                    }
-                }
+                Ok(v) => check_escrow_accepted(&v, &officer, &what),
             }
         });
     }
