@@ -785,6 +785,38 @@ impl Keystore {
         Ok(rows.iter().map(pk_from_row).collect())
     }
 
+    /// The account's public keys together with the PublicKey state, read in one statement
+    /// so the two are a consistent snapshot (the JMAP /get path).
+    pub async fn public_keys_with_state(
+        &self,
+        account_id: &str,
+    ) -> Result<(i64, Vec<PublicKeyRecord>)> {
+        let rows = sqlx::query(
+            "SELECT (SELECT MAX(c.modseq) FROM changes c WHERE c.account_id = $1 \
+             AND c.object_type = 'PublicKey'), \
+             k.fingerprint, p.local_part, p.domain, k.account_id, k.kind, k.active, \
+             k.algorithm, k.version, k.user_ids, k.created, k.expires, k.imported_at, \
+             k.updated_at, k.armored \
+             FROM (SELECT 1 AS one) d \
+             LEFT JOIN public_keys k ON k.account_id = $1 \
+             LEFT JOIN addresses p ON p.account_id = k.account_id AND p.is_primary = 1 \
+             ORDER BY k.imported_at, k.fingerprint",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let state = rows
+            .first()
+            .and_then(|r| r.get::<Option<i64>, _>(0))
+            .unwrap_or(0);
+        let keys = rows
+            .iter()
+            .filter(|r| r.get::<Option<String>, _>(1).is_some())
+            .map(|r| pk_from_row_at(r, 1))
+            .collect();
+        Ok((state, keys))
+    }
+
     /// The active keys mail to this account is encrypted to.
     pub async fn active_keys_of(&self, account_id: &str) -> Result<Vec<PublicKeyRecord>> {
         let rows = sqlx::query(&format!(
@@ -1090,21 +1122,30 @@ const PK_SELECT: &str = "SELECT k.fingerprint, p.local_part, p.domain, k.account
      FROM public_keys k JOIN addresses p ON p.account_id = k.account_id AND p.is_primary = 1";
 
 fn pk_from_row(r: &AnyRow) -> PublicKeyRecord {
-    let uids: String = r.get(8);
+    pk_from_row_at(r, 0)
+}
+
+/// A public key whose columns (in `PK_SELECT` order) start at column `o`.
+fn pk_from_row_at(r: &AnyRow, o: usize) -> PublicKeyRecord {
+    let uids: String = r.get(o + 8);
     PublicKeyRecord {
-        fingerprint: r.get(0),
-        account: format!("{}@{}", r.get::<String, _>(1), r.get::<String, _>(2)),
-        account_id: r.get(3),
-        kind: r.get(4),
-        active: r.get::<i64, _>(5) != 0,
-        algorithm: r.get(6),
-        version: r.get(7),
+        fingerprint: r.get(o),
+        account: format!(
+            "{}@{}",
+            r.get::<String, _>(o + 1),
+            r.get::<String, _>(o + 2)
+        ),
+        account_id: r.get(o + 3),
+        kind: r.get(o + 4),
+        active: r.get::<i64, _>(o + 5) != 0,
+        algorithm: r.get(o + 6),
+        version: r.get(o + 7),
         user_ids: serde_json::from_str(&uids).unwrap_or_default(),
-        created: r.get(9),
-        expires: r.get(10),
-        imported_at: r.get(11),
-        updated_at: r.get(12),
-        armored: r.get(13),
+        created: r.get(o + 9),
+        expires: r.get(o + 10),
+        imported_at: r.get(o + 11),
+        updated_at: r.get(o + 12),
+        armored: r.get(o + 13),
     }
 }
 

@@ -67,6 +67,38 @@ async fn password_hash_lookup() {
 }
 
 #[tokio::test]
+async fn public_keys_with_state_is_one_snapshot() {
+    let cert = gen("<alice@example.org>", None);
+    let public = String::from_utf8(cert.armored().to_vec().unwrap()).unwrap();
+    for (ks, _d) in backends("public_keys_with_state_is_one_snapshot").await {
+        let actor = Actor("test".into());
+        let a = Address::parse("alice@example.org").unwrap();
+        let acc = ks.add_account(&a, &[], &actor).await.unwrap();
+        assert_eq!(
+            ks.public_keys_with_state(&acc.id).await.unwrap(),
+            (0, vec![])
+        );
+        ks.add_public_key(&acc.id, public.as_bytes(), &actor)
+            .await
+            .unwrap();
+        let (state, keys) = ks.public_keys_with_state(&acc.id).await.unwrap();
+        assert_eq!(
+            state,
+            ks.state(&acc.id, ObjectType::PublicKey).await.unwrap()
+        );
+        assert!(state > 0);
+        assert_eq!(keys, ks.public_keys_of(&acc.id).await.unwrap());
+        assert_eq!(keys[0].account, "alice@example.org");
+        // Another account's keys and states are not mixed in.
+        let b = ks
+            .add_account(&Address::parse("bob@example.org").unwrap(), &[], &actor)
+            .await
+            .unwrap();
+        assert_eq!(ks.public_keys_with_state(&b.id).await.unwrap(), (0, vec![]));
+    }
+}
+
+#[tokio::test]
 async fn private_key_with_escrow_is_atomic() {
     let user = gen("<alice@example.org>", Some("key-pw"));
     let officer = gen("<cso@example.org>", None);

@@ -254,7 +254,6 @@ async fn snapshot(
     with_blob: bool,
 ) -> Result<std::sync::Arc<crate::cache::Snapshot>, MethodError> {
     let cache = &ctx.state.inner().cache;
-    let cacheable = matches!(kind, Kind::PublicKey);
     if matches!(kind, Kind::PublicKey | Kind::Keystore) {
         if let Some(s) = cache.public_keys(ctx.account()) {
             if kind == Kind::PublicKey {
@@ -271,30 +270,31 @@ async fn snapshot(
             }));
         }
     }
-    let generation = cache.generation();
-    let state = state_of(ctx, kind).await?;
-    if kind == Kind::Keystore {
+    if matches!(kind, Kind::PublicKey | Kind::Keystore) {
+        let generation = cache.generation();
+        let (state, keys) = ctx
+            .ks()
+            .public_keys_with_state(ctx.account())
+            .await
+            .map_err(|e| internal("public keys", &e))?;
         let full = std::sync::Arc::new(crate::cache::Snapshot {
-            state: state.clone(),
-            objects: load_all(ctx, Kind::PublicKey, false).await?,
+            state: state.to_string(),
+            objects: public_key::views(Kind::PublicKey, &keys),
         });
         cache.put_public_keys(ctx.account(), generation, full.clone());
+        if kind == Kind::PublicKey {
+            return Ok(full);
+        }
         return Ok(std::sync::Arc::new(crate::cache::Snapshot {
-            state,
-            objects: full
-                .objects
-                .iter()
-                .map(|(id, v)| (id.clone(), json!({"id": id, "key": v["armored"]})))
-                .collect(),
+            state: full.state.clone(),
+            objects: public_key::views(Kind::Keystore, &keys),
         }));
     }
+    let state = state_of(ctx, kind).await?;
     let s = std::sync::Arc::new(crate::cache::Snapshot {
         state,
         objects: load_all(ctx, kind, with_blob).await?,
     });
-    if cacheable {
-        cache.put_public_keys(ctx.account(), generation, s.clone());
-    }
     Ok(s)
 }
 
@@ -305,7 +305,14 @@ async fn load_all(
     with_blob: bool,
 ) -> Result<Vec<(String, Value)>, MethodError> {
     match kind {
-        Kind::Keystore | Kind::PublicKey => public_key::load_all(ctx, kind).await,
+        Kind::Keystore | Kind::PublicKey => {
+            let (_, keys) = ctx
+                .ks()
+                .public_keys_with_state(ctx.account())
+                .await
+                .map_err(|e| internal("public keys", &e))?;
+            Ok(public_key::views(kind, &keys))
+        }
         Kind::PrivateKey => private_key::load_all(ctx, with_blob).await,
         Kind::Escrow => escrow::load_all(ctx, with_blob).await,
         Kind::KeySettings => settings::load_all(ctx).await,

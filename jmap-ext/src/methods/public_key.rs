@@ -4,7 +4,7 @@ use sealpost_keystore::PublicKeyRecord;
 use serde_json::{json, Map, Value};
 
 use super::{get_bool, ks_fail, only, utc, Ctx, Fail, Kind};
-use crate::error::{internal, MethodError, SetError};
+use crate::error::{internal, SetError};
 
 fn view(kind: Kind, k: &PublicKeyRecord) -> Value {
     match kind {
@@ -34,16 +34,11 @@ fn server_set(kind: Kind, k: &PublicKeyRecord) -> Value {
     v
 }
 
-pub async fn load_all(ctx: &Ctx<'_>, kind: Kind) -> Result<Vec<(String, Value)>, MethodError> {
-    let keys = ctx
-        .ks()
-        .public_keys_of(ctx.account())
-        .await
-        .map_err(|e| internal("public keys", &e))?;
-    Ok(keys
-        .iter()
+/// The JSON objects of these keys in one view.
+pub fn views(kind: Kind, keys: &[PublicKeyRecord]) -> Vec<(String, Value)> {
+    keys.iter()
         .map(|k| (k.fingerprint.clone(), view(kind, k)))
-        .collect())
+        .collect()
 }
 
 /// The armored-key property name of each view.
