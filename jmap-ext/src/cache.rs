@@ -16,9 +16,16 @@ pub struct Cache {
     /// account id → (fetched at, state, public keys as (id, full JSON object)).
     public_keys: Mutex<HashMap<String, (Instant, Arc<Snapshot>)>>,
     /// The `org:sealpost:params:jmap:keys` capability value.
-    keys_capability: Mutex<Option<(Instant, Value)>>,
+    keys_capability: Mutex<Option<(Instant, Arc<KeysCapability>)>>,
     /// Bumped by every invalidation, so a read that raced with a write is not cached.
     generation: std::sync::atomic::AtomicU64,
+}
+
+/// The session's `org:sealpost:params:jmap:keys` value and a digest of it (for the
+/// session state).
+pub struct KeysCapability {
+    pub value: Value,
+    pub digest: [u8; 32],
 }
 
 pub struct Snapshot {
@@ -75,7 +82,7 @@ impl Cache {
         m.remove(account);
     }
 
-    pub fn keys_capability(&self) -> Option<Value> {
+    pub fn keys_capability(&self) -> Option<Arc<KeysCapability>> {
         self.keys_capability
             .lock()
             .expect("cache")
@@ -84,7 +91,7 @@ impl Cache {
             .map(|(_, v)| v.clone())
     }
 
-    pub fn put_keys_capability(&self, v: &Value) {
+    pub fn put_keys_capability(&self, v: &Arc<KeysCapability>) {
         if self.enabled() {
             *self.keys_capability.lock().expect("cache") = Some((Instant::now(), v.clone()));
         }

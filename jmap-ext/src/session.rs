@@ -54,7 +54,9 @@ fn base_url(state: &JmapState, headers: &HeaderMap) -> String {
 }
 
 /// The `org:sealpost:params:jmap:keys` capability value.
-pub async fn keys_capability(state: &JmapState) -> Result<Value, crate::error::MethodError> {
+pub async fn keys_capability(
+    state: &JmapState,
+) -> Result<std::sync::Arc<crate::cache::KeysCapability>, crate::error::MethodError> {
     let inner = state.inner();
     if let Some(v) = inner.cache.keys_capability() {
         return Ok(v);
@@ -77,6 +79,10 @@ pub async fn keys_capability(state: &JmapState) -> Result<Value, crate::error::M
         "minS2kCount": k.min_s2k_count,
         "maxBlobSize": inner.config.limits.max_blob_size,
     });
+    let v = std::sync::Arc::new(crate::cache::KeysCapability {
+        digest: Sha256::digest(v.to_string().as_bytes()).into(),
+        value: v,
+    });
     inner.cache.put_keys_capability(&v);
     Ok(v)
 }
@@ -96,13 +102,13 @@ pub fn core_capability(state: &JmapState) -> Value {
 }
 
 /// The session state: changes whenever anything in the session object changes.
-pub fn session_state(principal: &Principal, keys_cap: &Value) -> String {
+pub fn session_state(principal: &Principal, keys_cap: &crate::cache::KeysCapability) -> String {
     let mut h = Sha256::new();
     h.update(principal.account_id.as_bytes());
     h.update([0]);
     h.update(principal.username.as_bytes());
     h.update([0]);
-    h.update(keys_cap.to_string().as_bytes());
+    h.update(keys_cap.digest);
     hex::encode(&h.finalize()[..8])
 }
 
@@ -119,7 +125,7 @@ async fn session_object(
         "capabilities": {
             CAP_CORE: core_capability(state),
             CAP_PGP: {},
-            CAP_KEYS: keys,
+            CAP_KEYS: keys.value,
         },
         "accounts": {
             id: {
