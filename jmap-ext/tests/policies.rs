@@ -265,3 +265,87 @@ async fn server_key_generation() {
         assert!(!armored.contains(&password));
     }
 }
+
+/// An Autocrypt-Setup-style upload: the secret key inside a password-encrypted message.
+fn skesk_message(plain: &str, password: &str) -> String {
+    use sequoia_openpgp::serialize::stream::{Armorer, Encryptor, LiteralWriter, Message};
+    use std::io::Write;
+    let mut out = Vec::new();
+    let m = Message::new(&mut out);
+    let m = Armorer::new(m).build().unwrap();
+    let m = Encryptor::with_passwords(m, Some(Password::from(password)))
+        .build()
+        .unwrap();
+    let mut w = LiteralWriter::new(m).build().unwrap();
+    w.write_all(plain.as_bytes()).unwrap();
+    w.finalize().unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skesk_uploads_and_weak_s2k() {
+    for (backend, ks, _dir) in backends("skesk_uploads_and_weak_s2k").await {
+        eprintln!("backend: {backend}");
+        let (alice_id, bob_id) = users(&ks).await;
+        let k = keys();
+        // Encrypted-message uploads: accepted when they name their public key.
+        let server = start(ks.clone(), JmapConfig::default(), AuthConfig::default()).await;
+        let bob = Client::new(&server, "bob@example.org", "bob-login-pw");
+        let setup = skesk_message(&secret(&k.bob), "1234-5678-9012");
+        let r = bob
+            .calls(json!([
+                ["PublicKey/set", {"accountId": bob_id, "create": {"k": {"armored": public(&k.bob)}}}, "a"],
+                ["PrivateKey/set", {"accountId": bob_id, "create": {
+                    "anonymous": {"armored": setup},
+                    "named": {"armored": setup, "publicKeyId": "#k"},
+                }}, "b"],
+            ]))
+            .await;
+        let b = &r[1][1];
+        assert_eq!(b["created"]["named"]["id"], fpr(&k.bob), "{b}");
+        assert_eq!(b["created"]["named"]["protection"]["kind"], "skesk");
+        assert_eq!(b["notCreated"]["anonymous"]["type"], "invalidProperties");
+        assert!(b["notCreated"]["anonymous"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("publicKeyId"));
+        // A message that is not encrypted is not a protected key.
+        let plain = {
+            use sequoia_openpgp::serialize::stream::{Armorer, LiteralWriter, Message};
+            use std::io::Write;
+            let mut out = Vec::new();
+            let m = Armorer::new(Message::new(&mut out)).build().unwrap();
+            let mut w = LiteralWriter::new(m).build().unwrap();
+            w.write_all(secret(&k.bob).as_bytes()).unwrap();
+            w.finalize().unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let r = bob
+            .call(
+                "PrivateKey/set",
+                json!({"accountId": bob_id, "destroy": [fpr(&k.bob)],
+                       "create": {"plain": {"armored": plain, "publicKeyId": fpr(&k.bob)}}}),
+            )
+            .await;
+        assert_eq!(r["destroyed"], json!([fpr(&k.bob)]));
+        let d = r["notCreated"]["plain"]["description"].as_str().unwrap();
+        assert!(d.contains("not encrypted"), "{d}");
+        assert!(!r.to_string().contains("PRIVATE KEY"));
+        drop(server);
+
+        // An operator minimum above the key's S2K count refuses it as weak.
+        let mut cfg = JmapConfig::default();
+        cfg.keys.min_s2k_count = 100_000_000;
+        let server = start(ks.clone(), cfg, AuthConfig::default()).await;
+        let alice = Client::new(&server, "alice@example.org", "alice-login-pw");
+        let r = alice
+            .calls(json!([
+                ["PublicKey/set", {"accountId": alice_id, "create": {"k": {"armored": public(&k.alice)}}}, "a"],
+                ["PrivateKey/set", {"accountId": alice_id, "create": {"p": {"armored": secret(&k.alice)}}}, "b"],
+            ]))
+            .await;
+        let d = r[1][1]["notCreated"]["p"]["description"].as_str().unwrap();
+        assert!(d.contains("weak S2K") && d.contains("100000000"), "{d}");
+        assert!(ks.private_keys_of(&alice_id).await.unwrap().is_empty());
+    }
+}
