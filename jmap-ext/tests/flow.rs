@@ -509,3 +509,46 @@ async fn changes_made_elsewhere_show_within_cache_ms() {
         assert_eq!(r["list"][0]["isActive"], false);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_requests_enforced() {
+    use base64::Engine;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_, ks, _dir) = backends("max_concurrent_requests_enforced").await.remove(0);
+    users(&ks).await;
+    let mut cfg = config();
+    cfg.limits.max_concurrent_requests = 1;
+    let server = start(ks.clone(), cfg, AuthConfig::default()).await;
+    let alice = Client::new(&server, "alice@example.org", "alice-login-pw");
+    alice.session().await; // the login is verified (and cached) once
+                           // One request in flight: its body arrives slowly.
+    let body = json!({"using": [CORE], "methodCalls": [["Core/echo", {"n": 1}, "c0"]]}).to_string();
+    let auth = base64::engine::general_purpose::STANDARD.encode("alice@example.org:alice-login-pw");
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(
+        format!(
+            "POST /jmap HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+            body.len(),
+            &body[..10]
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, problem) = alice
+        .request(&json!({"using": [CORE], "methodCalls": [["Core/echo", {}, "c0"]]}))
+        .await;
+    assert_eq!(status, 429, "{problem}");
+    assert_eq!(problem["limit"], "maxConcurrentRequests");
+    // The slow request completes normally, and then there is room again.
+    slow.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (status, _) = alice
+        .request(&json!({"using": [CORE], "methodCalls": [["Core/echo", {}, "c0"]]}))
+        .await;
+    assert_eq!(status, 200);
+}
