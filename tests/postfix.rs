@@ -608,3 +608,61 @@ fn unix_socket_metrics_and_logs_without_content() {
     }
     assert!(!log.contains(marker), "message content in the log:\n{log}");
 }
+
+#[test]
+fn a_relaying_postfix_delivers_every_split_recipient() {
+    // The split answers (452 4.5.3) are meant for real SMTP clients: here a second Postfix
+    // relays one message for four recipients of three classes to the one with sealpost.
+    let test = "postfix relay split";
+    let Some(()) = programs(test) else { return };
+    let ks = Keystore::new(None, "");
+    let Some(inbound) = Postfix::start(test, &ks.milter_spec(), MAILBOXES) else {
+        return;
+    };
+    let _milter = Milter::start(&ks);
+    let relay_main = format!(
+        "virtual_mailbox_domains =\nrelay_domains = example.org\n\
+         transport_maps = inline:{{example.org=smtp:[127.0.0.1]:{}}}\n\
+         smtp_tls_security_level = none\n",
+        inbound.smtp_port
+    );
+    let Some(relay) = Postfix::start_with(test, None, &[], &relay_main, "") else {
+        return;
+    };
+    let raw = std::fs::read(common::corpus_dir().join("base64-attachment.eml")).unwrap();
+    let t = Instant::now();
+    send_ok(&relay, &[ED, PLAIN, SQ, RSA], &raw);
+    for mailbox in ["ed", "plain", "sq", "rsa"] {
+        inbound.wait_for(mailbox, 1, WAIT);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let gpg = Gpg::new();
+    let ed = inbound.delivered("ed");
+    check_encrypted(
+        &ed[0],
+        &raw,
+        &[&ks.fingerprint(ED)],
+        |a| gpg.decrypt(a),
+        "relayed ed",
+    );
+    let sq = inbound.delivered("sq");
+    check_encrypted(
+        &sq[0],
+        &raw,
+        &[&ks.fingerprint(SQ)],
+        sq_decrypt,
+        "relayed sq",
+    );
+    let plain = std::fs::read(&inbound.delivered("plain")[0]).unwrap();
+    assert_eq!(
+        header(&plain, "X-Sealpost").unwrap(),
+        "plaintext; reason=no-account"
+    );
+    // How the relay handled the deferrals, for the docs: its log shows the 452 answers.
+    let log = relay.log();
+    assert!(
+        log.contains("4.5.3"),
+        "the relay never saw a split answer:\n{log}"
+    );
+    eprintln!("relay delivered all four recipients in {secs:.1} s");
+}

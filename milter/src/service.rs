@@ -74,8 +74,28 @@ struct Txn {
 }
 
 /// A listener on the configured address: `HOST:PORT` or `unix:/path`.
-pub type MilterListener =
-    indymilter::EitherListener<tokio::net::TcpListener, tokio::net::UnixListener>;
+pub type MilterListener = indymilter::EitherListener<NoDelayListener, tokio::net::UnixListener>;
+
+/// A TCP listener whose connections send small writes at once (TCP_NODELAY). The milter
+/// protocol is a chain of small request/reply packets; with Nagle's algorithm a reply
+/// written in two parts waits for the peer's delayed ACK, about 40 ms per message.
+#[derive(Debug)]
+pub struct NoDelayListener(pub tokio::net::TcpListener);
+
+impl indymilter::Listener for NoDelayListener {
+    type Io = tokio::net::TcpStream;
+
+    fn poll_accept(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<Self::Io>> {
+        self.0.poll_accept(cx).map(|r| {
+            let (stream, _) = r?;
+            stream.set_nodelay(true)?;
+            Ok(stream)
+        })
+    }
+}
 
 /// Binds `listen`; a unix socket gets permissions `socket_mode`.
 pub async fn bind(listen: &str, socket_mode: u32) -> std::io::Result<MilterListener> {
@@ -93,9 +113,9 @@ pub async fn bind(listen: &str, socket_mode: u32) -> std::io::Result<MilterListe
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(socket_mode))?;
         Ok(EitherListener::Unix(listener))
     } else {
-        Ok(EitherListener::Tcp(
+        Ok(EitherListener::Tcp(NoDelayListener(
             tokio::net::TcpListener::bind(listen).await?,
-        ))
+        )))
     }
 }
 

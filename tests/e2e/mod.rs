@@ -54,12 +54,18 @@ impl Keystore {
         let metrics_listen = metrics_port
             .map(|p| format!("127.0.0.1:{p}"))
             .unwrap_or_default();
+        // Tests want key changes to apply fast; a caller may set its own TTL in `extra`.
+        let ttl = if extra.contains("cache_ttl_secs") {
+            ""
+        } else {
+            "cache_ttl_secs = 1\n"
+        };
         let config = dir.path().join("sealpost.toml");
         std::fs::write(
             &config,
             format!(
                 "[database]\nurl = \"{url}\"\n\n[milter]\nlisten = \"{listen}\"\n\
-                 cache_ttl_secs = 1\nshutdown_grace_secs = 5\n{extra}\n\n\
+                 {ttl}shutdown_grace_secs = 5\n{extra}\n\n\
                  [metrics]\nlisten = \"{metrics_listen}\"\n"
             ),
         )

@@ -55,6 +55,20 @@ impl Postfix {
     /// Starts an instance whose milter is `milter` (e.g. `inet:127.0.0.1:12345`), delivering
     /// to Maildirs for the given local parts of example.org.
     pub fn start(test: &str, milter: &str, mailboxes: &[&str]) -> Option<Postfix> {
+        Postfix::start_with(test, Some(milter), mailboxes, "", "")
+    }
+
+    /// Starts an instance with the milter settings from the deploy snippet pointing at
+    /// `milter` (or no milter at all), plus `extra_main` lines for main.cf and
+    /// `extra_master` services for master.cf (where `$CONFIG_DIR` names the instance's
+    /// config directory).
+    pub fn start_with(
+        test: &str,
+        milter: Option<&str>,
+        mailboxes: &[&str],
+        extra_main: &str,
+        extra_master: &str,
+    ) -> Option<Postfix> {
         if !Path::new("/usr/sbin/postfix").exists() {
             return missing(test, "Postfix is not installed (/usr/sbin/postfix)");
         }
@@ -90,7 +104,10 @@ impl Postfix {
         let snippet =
             std::fs::read_to_string(workspace_root().join("deploy/postfix/main.cf.snippet"))
                 .expect("deploy/postfix/main.cf.snippet");
-        let snippet = snippet.replace("inet:127.0.0.1:10047", milter);
+        let snippet = match milter {
+            Some(m) => snippet.replace("inet:127.0.0.1:10047", m),
+            None => "# (no milter)".to_string(),
+        };
         let main_cf = format!(
             "compatibility_level = 3.6\n\
              queue_directory = {queue}\n\
@@ -116,7 +133,8 @@ impl Postfix {
              maximal_backoff_time = 2s\n\
              smtpd_error_sleep_time = 0\n\
              # The milter settings operators copy, from deploy/postfix/main.cf.snippet:\n\
-             {snippet}\n",
+             {snippet}\n\
+             {extra_main}\n",
             queue = queue.display(),
             data = data.display(),
             base = base.display(),
@@ -150,6 +168,7 @@ impl Postfix {
         if !out.contains("postlogd") {
             out.push_str("postlog unix-dgram n - n - 1 postlogd\n");
         }
+        out.push_str(&extra_master.replace("$CONFIG_DIR", &config_dir.display().to_string()));
         std::fs::write(config_dir.join("master.cf"), out).unwrap();
 
         let pf = Postfix {
