@@ -54,7 +54,6 @@ impl Gpg {
             Command::new("gpg")
                 .env("GNUPGHOME", self.home.path())
                 .args(["--batch", "--pinentry-mode", "loopback"])
-                .args(["--passphrase", "fixture-pass"])
                 .args(args),
             stdin,
         )
