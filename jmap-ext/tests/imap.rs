@@ -26,6 +26,15 @@ impl Drop for Dovecot {
     }
 }
 
+/// Dovecot's master binary: on PATH, or in /usr/sbin (not on every user's PATH).
+fn dovecot(test: &str) -> Option<std::path::PathBuf> {
+    let sbin = std::path::PathBuf::from("/usr/sbin/dovecot");
+    if sbin.is_file() {
+        return Some(sbin);
+    }
+    need_program(test, "dovecot")
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -143,10 +152,7 @@ fn start_dovecot_tls(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imap_auth_against_dovecot() {
-    let Some(program) = need_program("imap_auth_against_dovecot", "dovecot").or_else(|| {
-        let p = std::path::PathBuf::from("/usr/sbin/dovecot");
-        p.is_file().then_some(p)
-    }) else {
+    let Some(program) = dovecot("imap_auth_against_dovecot") else {
         return;
     };
     let dovecot = start_dovecot(
@@ -218,10 +224,7 @@ async fn imap_auth_against_dovecot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imap_auth_over_tls() {
-    let Some(program) = need_program("imap_auth_over_tls", "dovecot").or_else(|| {
-        let p = std::path::PathBuf::from("/usr/sbin/dovecot");
-        p.is_file().then_some(p)
-    }) else {
+    let Some(program) = dovecot("imap_auth_over_tls") else {
         return;
     };
     let certs = tempfile::tempdir().unwrap();
