@@ -220,10 +220,27 @@ fn check_outer_body_is_framing(out: &[u8], what: &str) {
 }
 
 /// Decrypts the payload of an encrypted message and returns it. `one_content_type` says
-/// whether the input had at most one Content-Type field: only then is it clear which one a
-/// reader takes, and so that it carries the header-protection marker.
+/// whether the input had one clean Content-Type field (or none): only then is it clear which
+/// one a reader takes, and so that it carries the header-protection marker.
 fn payload_of(out: &[u8], one_content_type: bool, what: &str) -> Vec<u8> {
-    check_mime_structure(out, what);
+    if mail_parser_reads(out) {
+        check_mime_structure(out, what);
+    } else {
+        let outer = parse(out);
+        let cts: Vec<&Vec<u8>> = outer
+            .fields
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("Content-Type"))
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(cts.len(), 1, "{what}: one outer Content-Type");
+        let ct = String::from_utf8_lossy(cts[0]);
+        assert!(
+            ct.starts_with("multipart/encrypted;")
+                && ct.contains("protocol=\"application/pgp-encrypted\""),
+            "{what}: outer Content-Type {ct:?}"
+        );
+    }
     check_outer_body_is_framing(out, what);
     // The armor in the body (a header field may quote an armor line too).
     let payload = decrypt(key(), armored_part(after_headers(out).1));
@@ -234,14 +251,12 @@ fn payload_of(out: &[u8], one_content_type: bool, what: &str) -> Vec<u8> {
             .all(|(i, b)| *b != b'\n' || (i > 0 && payload[i - 1] == b'\r')),
         "{what}: payload has a bare LF"
     );
-    let inner = mail_parser::MessageParser::default()
-        .parse(&payload[..])
-        .unwrap_or_else(|| panic!("{what}: mail-parser cannot parse the payload"));
-    let ct = inner.headers().iter().find_map(|h| match h.name() {
-        n if n.eq_ignore_ascii_case("Content-Type") => h.value().as_content_type(),
-        _ => None,
-    });
-    if one_content_type {
+    if one_content_type && mail_parser_reads(&payload) {
+        let inner = mail_parser_parse(&payload).expect("read above");
+        let ct = inner.headers().iter().find_map(|h| match h.name() {
+            n if n.eq_ignore_ascii_case("Content-Type") => h.value().as_content_type(),
+            _ => None,
+        });
         let ct = ct.unwrap_or_else(|| panic!("{what}: payload has no Content-Type"));
         assert_eq!(ct.attribute("hp"), Some("cipher"), "{what}: hp parameter");
     }
@@ -379,6 +394,38 @@ fn streaming(
     }
 }
 
+/// mail-parser's reading of a message. Its debug builds assert on some damaged nested
+/// multiparts (`debug_assert!` in its part walker); the payload holds the original body,
+/// damage included, so such a message counts as one mail-parser cannot read.
+fn mail_parser_parse(msg: &[u8]) -> Option<mail_parser::Message<'_>> {
+    catch_unwind(AssertUnwindSafe(|| {
+        mail_parser::MessageParser::default().parse(msg)
+    }))
+    .ok()
+    .flatten()
+}
+
+/// Whether mail-parser reads the header section of `msg` field for field as the transform
+/// does. mail-parser 0.11 lets a malformed Date (`+00it`, `+0000M`) swallow a following
+/// folded field; the transform keeps such a Date as it is, so on those messages mail-parser
+/// cannot be the judge, and the structure is checked independently instead.
+fn mail_parser_reads(msg: &[u8]) -> bool {
+    let Some(m) = mail_parser_parse(msg) else {
+        return false;
+    };
+    let theirs: Vec<String> = m
+        .headers()
+        .iter()
+        .map(|h| h.name().to_ascii_lowercase())
+        .collect();
+    let ours: Vec<String> = parse(msg)
+        .fields
+        .iter()
+        .map(|(n, _)| n.to_ascii_lowercase())
+        .collect();
+    theirs == ours
+}
+
 /// Whether the input has at most one Content-Type field and, if one, it starts with a
 /// well-formed `type/subtype`. Only then is it clear which field a reader takes as the
 /// payload's Content-Type and that it reads the header-protection marker; a broken or
@@ -396,10 +443,12 @@ fn clear_content_type(fields: &[(String, Vec<u8>)]) -> bool {
     };
     match cts.as_slice() {
         [] => true,
-        // Printable ASCII and folding whitespace only: readers differ on anything else.
+        // Printable ASCII and folding whitespace only, and no backslash before a line
+        // break (not a quoted-pair in RFC 5322): readers differ on anything else.
         [v] if v
             .iter()
-            .all(|b| b.is_ascii_graphic() || matches!(b, b' ' | b'\t' | b'\n')) =>
+            .all(|b| b.is_ascii_graphic() || matches!(b, b' ' | b'\t' | b'\n'))
+            && !v.windows(2).any(|w| w == b"\\\n") =>
         {
             let v: Vec<u8> = v.iter().copied().filter(|b| *b != b'\n').collect();
             let text = v.trim_ascii();
@@ -443,7 +492,8 @@ fn check(raw: &[u8], what: &str) {
                     "{what}: CRLF input, bare LF in the output"
                 );
             }
-            let payload = payload_of(&out, clear_content_type(&parsed.fields), what);
+            let one_ct = clear_content_type(&parsed.fields);
+            let payload = payload_of(&out, one_ct, what);
             let body = payload_body(&payload);
             assert!(
                 body == expected_body,
