@@ -86,6 +86,13 @@ sealpost escrow reinstate --account alice@example.org alice-new.asc --reason \"t
 (one line per problem on stderr).\n\nExample:\n  sealpost check --config /etc/sealpost/sealpost.toml"
     )]
     Check(CheckArgs),
+    /// Write the man pages (sealpost.1 and one per subcommand) into DIR; used when packaging.
+    #[command(hide = true)]
+    Man {
+        /// Output directory (created when missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]

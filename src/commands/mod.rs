@@ -7,6 +7,7 @@ mod encrypt;
 mod escrow;
 mod keys;
 mod maildir;
+mod man;
 mod serve;
 
 use std::process::ExitCode;
@@ -18,6 +19,10 @@ use crate::cli::{Cli, Command};
 use crate::config::{self, Config, LogFormat};
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Man { dir } = &cli.command {
+        // Needs neither the configuration nor the runtime.
+        return man::write(dir);
+    }
     let loaded = config::load(cli.config.as_deref())?;
     init_logging(&loaded.config);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -36,6 +41,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Command::Jmap => serve::run(&loaded.config, serve::Parts::Jmap).await,
             Command::Encrypt(a) => encrypt::run(&loaded.config, a).await,
             Command::Maildir(c) => maildir::run(&loaded.config, c).await,
+            Command::Man { .. } => unreachable!("handled before the configuration is loaded"),
         }
     })
 }
