@@ -9,7 +9,8 @@
 //! it runs `npm ci` there.
 //!
 //! v6 keys (RFC 9580) cannot be read by Debian's gpg 2.2, so OpenPGP.js and sequoia
-//! (in-process) are their peers here.
+//! (in-process) are their peers here; gpg reads the mail for the v4 keys with the legacy
+//! Curve25519 algorithms, once the user has exported the key from the webmail.
 
 #[path = "../milter/tests/common/mod.rs"]
 mod common;
@@ -333,6 +334,64 @@ struct MessageResult {
     seipd_versions: Vec<u8>,
 }
 
+/// Decrypts the PGP/MIME messages `files` (label, path) with OpenPGP.js (`reader`: the
+/// `openpgp` or `openpgp-v5` package) and key `k` of `set`, as a webmail does; payloads go
+/// next to each message, with the extension `READER.payload`.
+fn decrypt_in_node(
+    node: &Path,
+    work: &Path,
+    set: &KeySet,
+    k: &JsKey,
+    reader: &str,
+    files: &[(String, PathBuf)],
+) -> Report {
+    let what = format!("{} ({})", k.name, k.library);
+    let job_messages: Vec<serde_json::Value> = files
+        .iter()
+        .map(|(label, path)| {
+            serde_json::json!({
+                "name": label,
+                "path": path,
+                "out": path.with_extension(format!("{reader}.payload")),
+            })
+        })
+        .collect();
+    let job = serde_json::json!({
+        "lib": reader,
+        "key": set.secret(k),
+        "passphrase": k.passphrase,
+        "messages": job_messages,
+    });
+    let job_path = work.join(format!("{}-{reader}.job.json", k.name));
+    std::fs::write(&job_path, serde_json::to_vec(&job).unwrap()).unwrap();
+    let out = Command::new(node)
+        .arg(js_dir().join("decrypt.mjs"))
+        .arg(&job_path)
+        .output()
+        .unwrap();
+    let stdout = succeeded(out, &format!("decrypt.mjs {what} with {reader}"));
+    let report: Report = serde_json::from_slice(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what}: bad report from {reader}: {e}: {}",
+            String::from_utf8_lossy(&stdout)
+        )
+    });
+    assert!(report.library.starts_with(&format!("{reader}@")));
+    let major = if reader == "openpgp" { "6." } else { "5." };
+    assert!(
+        report.library[reader.len() + 1..].starts_with(major),
+        "{}",
+        report.library
+    );
+    assert_eq!(report.key_version, k.key_version, "{what}");
+    assert_eq!(report.fingerprint, k.fingerprint, "{what}");
+    assert_eq!(report.results.len(), files.len(), "{what}");
+    for (r, (label, _)) in report.results.iter().zip(files) {
+        assert_eq!(&r.name, label, "{what}");
+    }
+    report
+}
+
 /// Encrypts `messages` to every key of the set with `sealpost encrypt --to`, checks the
 /// outer message, decrypts with sequoia using the unlocked OpenPGP.js key, and then with each
 /// OpenPGP.js version that must read it, comparing every payload byte for byte.
@@ -394,49 +453,14 @@ fn check_round_trip(set: &KeySet, messages: &[(String, Vec<u8>)], node: &Path) {
 
         assert!(!k.readers.is_empty(), "{what}: no OpenPGP.js reader");
         for reader in &k.readers {
-            let job_messages: Vec<serde_json::Value> = encrypted
+            let files: Vec<(String, PathBuf)> = encrypted
                 .iter()
-                .map(|(label, path, _, _)| {
-                    serde_json::json!({
-                        "name": label,
-                        "path": path,
-                        "out": path.with_extension(format!("{reader}.payload")),
-                    })
-                })
+                .map(|(label, path, _, _)| (label.clone(), path.clone()))
                 .collect();
-            let job = serde_json::json!({
-                "lib": reader,
-                "key": set.secret(k),
-                "passphrase": k.passphrase,
-                "messages": job_messages,
-            });
-            let job_path = work.path().join(format!("{}-{reader}.job.json", k.name));
-            std::fs::write(&job_path, serde_json::to_vec(&job).unwrap()).unwrap();
-            let out = Command::new(node)
-                .arg(js_dir().join("decrypt.mjs"))
-                .arg(&job_path)
-                .output()
-                .unwrap();
-            let stdout = succeeded(out, &format!("decrypt.mjs {what} with {reader}"));
-            let report: Report = serde_json::from_slice(&stdout).unwrap_or_else(|e| {
-                panic!(
-                    "{what}: bad report from {reader}: {e}: {}",
-                    String::from_utf8_lossy(&stdout)
-                )
-            });
-            assert!(report.library.starts_with(&format!("{reader}@")));
-            let major = if reader == "openpgp" { "6." } else { "5." };
-            assert!(
-                report.library[reader.len() + 1..].starts_with(major),
-                "{}",
-                report.library
-            );
-            assert_eq!(report.key_version, k.key_version, "{what}");
-            assert_eq!(report.fingerprint, k.fingerprint, "{what}");
+            let report = decrypt_in_node(node, work.path(), set, k, reader, &files);
             assert_eq!(report.results.len(), encrypted.len(), "{what}");
             for (r, (label, path, raw, protect)) in report.results.iter().zip(&encrypted) {
                 let what_msg = format!("{what} {label} read by {}", report.library);
-                assert_eq!(&r.name, label);
                 assert!(r.ok, "{what_msg}: {}", r.error.as_deref().unwrap_or("?"));
                 // PKESKv6 goes with SEIPDv2, PKESKv3 with SEIPDv1 (RFC 9580, section 5.1).
                 let pkesk = if seipdv2 { 6 } else { 3 };
@@ -497,4 +521,130 @@ fn freshly_generated_openpgpjs_keys_work_end_to_end() {
     check_key_policy(&set);
     check_private_key_uploads(&set);
     check_round_trip(&set, &messages(false), &node);
+}
+
+/// One message to every OpenPGP.js key at once (the milter's `mixed = "union"`, or an
+/// account with several keys): one PKESK per key, SEIPDv1 because not every key announces
+/// SEIPDv2, so the v6 keys get v3 PKESKs; every key still decrypts it, in every OpenPGP.js
+/// version that reads it (OpenPGP.js 5 too, skipping the PKESKs it has no algorithm for).
+#[test]
+fn openpgpjs_decrypts_mail_encrypted_to_all_its_keys_at_once() {
+    let test = "openpgpjs_decrypts_mail_encrypted_to_all_its_keys_at_once";
+    let Some(node) = node(test) else { return };
+    let set = fixture_keys();
+    let work = tempfile::tempdir().unwrap();
+    let fingerprints: Vec<String> = set.keys.iter().map(|k| k.fingerprint.clone()).collect();
+    let mut files: Vec<(String, PathBuf, Vec<u8>)> = Vec::new();
+    for (name, raw) in common::corpus() {
+        if !matches!(
+            name.as_str(),
+            "plain-ascii.eml" | "nested-multipart.eml" | "base64-attachment.eml"
+        ) {
+            continue;
+        }
+        let mut cmd = sealpost(work.path());
+        cmd.arg("encrypt");
+        for k in &set.keys {
+            cmd.arg("--to").arg(set.public(k));
+        }
+        let out = succeeded(run_with_input(&mut cmd, &raw), &format!("encrypt {name}"));
+        common::check_outer(&raw, &out, &fingerprints, false, &name);
+        let (pkesks, seipd) = common::packet_summary(common::armored_part(&out));
+        assert_eq!(pkesks, set.keys.len(), "{name}: one PKESK per key");
+        assert_eq!(seipd, 1, "{name}: SEIPDv1 for a mixed recipient set");
+        let path = work.path().join(format!("all-{name}"));
+        std::fs::write(&path, &out).unwrap();
+        files.push((name, path, raw));
+    }
+    assert_eq!(files.len(), 3);
+    let list: Vec<(String, PathBuf)> = files
+        .iter()
+        .map(|(n, p, _)| (n.clone(), p.clone()))
+        .collect();
+    for k in &set.keys {
+        for reader in &k.readers {
+            let report = decrypt_in_node(&node, work.path(), &set, k, reader, &list);
+            for (r, (name, path, raw)) in report.results.iter().zip(&files) {
+                let what = format!(
+                    "{name} to all keys, read with {} by {}",
+                    k.name, report.library
+                );
+                assert!(r.ok, "{what}: {}", r.error.as_deref().unwrap_or("?"));
+                // OpenPGP.js 5 skips the PKESKs of the X25519 keys, which it cannot use.
+                let known = if reader == "openpgp" {
+                    set.keys.len()
+                } else {
+                    set.keys
+                        .iter()
+                        .filter(|k| k.algorithm_ids != [27, 25])
+                        .count()
+                };
+                assert_eq!(r.pkesk_versions, vec![3; known], "{what}");
+                assert_eq!(r.seipd_versions, [1], "{what}");
+                let payload =
+                    std::fs::read(path.with_extension(format!("{reader}.payload"))).unwrap();
+                common::check_payload(raw, &payload, false, &what);
+            }
+        }
+    }
+}
+
+/// A webmail user who exports their OpenPGP.js v4 key (recovery model 2) reads the same mail
+/// in GnuPG: Debian's gpg imports the protected key with its passphrase and decrypts the
+/// milter's output. (gpg 2.2 reads neither v6 keys nor the X25519 algorithm ids.)
+#[test]
+fn gpg_decrypts_milter_output_with_exported_openpgpjs_v4_keys() {
+    let test = "gpg_decrypts_milter_output_with_exported_openpgpjs_v4_keys";
+    let Some(gpg) = sealpost_test_support::need_program(test, "gpg") else {
+        return;
+    };
+    let set = fixture_keys();
+    let legacy: Vec<&JsKey> = set
+        .keys
+        .iter()
+        .filter(|k| k.algorithm_ids == [22, 18])
+        .collect();
+    assert_eq!(legacy.len(), 2, "js6-v4 and js5-v4");
+    let work = tempfile::tempdir().unwrap();
+    for k in legacy {
+        let home = tempfile::Builder::new()
+            .prefix("gpg")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let run = |args: &[&str], input: &[u8]| {
+            run_with_input(
+                Command::new(&gpg)
+                    .env("GNUPGHOME", home.path())
+                    .args(["--batch", "--pinentry-mode", "loopback"])
+                    .args(["--passphrase", &k.passphrase])
+                    .args(args),
+                input,
+            )
+        };
+        let secret = std::fs::read(set.secret(k)).unwrap();
+        let out = run(&["--import"], &secret);
+        assert!(
+            out.status.success(),
+            "{}: gpg --import: {}",
+            k.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (name, raw) in common::corpus() {
+            let what = format!("{} {name} read by gpg", k.name);
+            let mut cmd = sealpost(work.path());
+            cmd.args(["encrypt", "--to"]).arg(set.public(k));
+            let encrypted = succeeded(run_with_input(&mut cmd, &raw), &what);
+            let out = run(&["--decrypt"], common::armored_part(&encrypted));
+            assert!(
+                out.status.success(),
+                "{what}: gpg --decrypt: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            common::check_payload(&raw, &out.stdout, false, &what);
+        }
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", home.path())
+            .args(["--kill", "gpg-agent"])
+            .status();
+    }
 }
