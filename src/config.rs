@@ -21,6 +21,7 @@ pub const SECTIONS: &[&str] = &[
 const NESTED: &[(&str, &str)] = &[
     ("jmap", "limits"),
     ("jmap", "keys"),
+    ("jmap", "wkd"),
     ("auth", "rate_limit"),
     ("auth", "imap"),
     ("auth", "oidc"),

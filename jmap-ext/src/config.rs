@@ -28,6 +28,8 @@ pub struct JmapConfig {
     /// process's cache. Writes through the service drop the entry at once; changes made
     /// elsewhere (CLI, other nodes) show within this time. 0 disables the cache.
     pub cache_ms: u64,
+    /// Web Key Directory publication (`[jmap.wkd]`).
+    pub wkd: crate::wkd::WkdConfig,
 }
 
 impl Default for JmapConfig {
@@ -39,6 +41,7 @@ impl Default for JmapConfig {
             limits: LimitsConfig::default(),
             keys: KeysConfig::default(),
             cache_ms: 1000,
+            wkd: Default::default(),
         }
     }
 }

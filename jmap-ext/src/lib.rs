@@ -20,6 +20,7 @@ mod methods;
 mod oidc;
 mod push;
 mod session;
+pub mod wkd;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -117,6 +118,7 @@ pub fn router(state: JmapState) -> Router {
             get(blob::download),
         )
         .route("/jmap/eventsource/", get(push::handler))
+        .merge(wkd::routes(&state.inner.config.wkd))
         .fallback(api::not_found)
         // The API handler reads the body itself, enforcing maxSizeRequest.
         .layer(DefaultBodyLimit::disable())

@@ -121,6 +121,7 @@ impl Kind {
                 ("id", true),
                 ("encryptIncoming", true),
                 ("protectSubject", true),
+                ("publishWkd", true),
             ],
         }
     }

@@ -27,6 +27,8 @@ async fn view(ctx: &Ctx<'_>) -> Result<Value, MethodError> {
         "encryptIncoming": encrypt,
         // null: the server's default ([milter] protect_subject).
         "protectSubject": s.protect_subject,
+        // Publish the active keys in the Web Key Directory ([jmap.wkd]); off unless set.
+        "publishWkd": s.publish_wkd.unwrap_or(false),
     }))
 }
 
@@ -54,7 +56,11 @@ pub async fn update(
     if id != SINGLETON {
         return Err(Fail::Set(SetError::not_found()));
     }
-    only(patch, &["encryptIncoming", "protectSubject"], "")?;
+    only(
+        patch,
+        &["encryptIncoming", "protectSubject", "publishWkd"],
+        "",
+    )?;
     let mut s = ctx
         .ks()
         .account_settings(ctx.account())
@@ -65,6 +71,9 @@ pub async fn update(
     }
     if let Some(v) = opt_bool(patch, "protectSubject")? {
         s.protect_subject = v;
+    }
+    if let Some(v) = opt_bool(patch, "publishWkd")? {
+        s.publish_wkd = v;
     }
     ctx.ks()
         .set_account_settings(ctx.account(), &s, &ctx.principal.actor())
