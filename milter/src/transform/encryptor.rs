@@ -5,11 +5,11 @@ use std::sync::{Arc, Mutex};
 
 use sequoia_openpgp as openpgp;
 
-use openpgp::armor;
+use super::armor::ArmorWriter;
 use openpgp::crypto::SessionKey;
 use openpgp::packet::pkesk::{PKESK3, PKESK6};
 use openpgp::packet::Packet;
-use openpgp::serialize::stream::{Armorer, Compressor, Encryptor, LiteralWriter, Message};
+use openpgp::serialize::stream::{Compressor, Encryptor, LiteralWriter, Message};
 use openpgp::serialize::Serialize;
 use openpgp::types::{AEADAlgorithm, CompressionAlgorithm, SymmetricAlgorithm};
 
@@ -84,6 +84,7 @@ enum State {
 
 struct Active {
     literal: Message<'static>,
+    armor: ArmorSink,
     spool: Arc<Mutex<Spool>>,
     boundary: String,
     last_cr: bool,
@@ -200,11 +201,13 @@ impl MessageEncryptor {
             State::Encrypting(a) => {
                 let Active {
                     literal,
+                    armor,
                     spool,
                     boundary,
                     ..
                 } = *a;
                 literal.finalize().map_err(TransformError::from_openpgp)?;
+                armor.finish()?;
                 let mut tail = SinkWriter::new(spool.clone(), self.crlf);
                 write!(tail, "\n--{boundary}--\n")?;
                 drop(tail);
@@ -280,11 +283,8 @@ fn start(
     drop(head);
 
     let crypto = TransformError::from_openpgp;
-    let message = Message::new(SinkWriter::new(spool.clone(), crlf));
-    let message = Armorer::new(message)
-        .kind(armor::Kind::Message)
-        .build()
-        .map_err(crypto)?;
+    let armor = ArmorSink::new(SinkWriter::new(spool.clone(), crlf))?;
+    let message = Message::new(armor.clone());
     let message = encrypt_to(message, recipients).map_err(crypto)?;
     let message = if options.compress {
         Compressor::new(message)
@@ -298,6 +298,7 @@ fn start(
     literal.write_all(&payload_headers(fields, options))?;
     Ok(Active {
         literal,
+        armor,
         spool,
         boundary,
         last_cr: false,
@@ -554,6 +555,56 @@ fn delete_all(fields: &[HeaderField], name: &str) -> Vec<HeaderEdit> {
 
 /// The bottom of the writer stack: appends to the shared spool, turning the LF line endings
 /// of the armor into CRLF when asked to.
+/// The ASCII armor around the encrypted message: a writer below sequoia's writer stack
+/// (instead of sequoia's stream `Armorer`, see [`super::armor`]), shared so that it can be
+/// finished after the stack is.
+#[derive(Clone)]
+struct ArmorSink(Arc<Mutex<Option<ArmorWriter<SinkWriter>>>>);
+
+impl ArmorSink {
+    fn new(sink: SinkWriter) -> io::Result<ArmorSink> {
+        Ok(ArmorSink(Arc::new(Mutex::new(Some(ArmorWriter::new(
+            sink,
+        )?)))))
+    }
+
+    /// Writes the last base64 line, the checksum and the END line.
+    fn finish(&self) -> io::Result<()> {
+        let w = self
+            .0
+            .lock()
+            .map_err(|_| io::Error::other("armor writer lock poisoned"))?
+            .take()
+            .ok_or_else(|| io::Error::other("armor already finished"))?;
+        w.finish()?;
+        Ok(())
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut ArmorWriter<SinkWriter>) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let mut guard = self
+            .0
+            .lock()
+            .map_err(|_| io::Error::other("armor writer lock poisoned"))?;
+        let w = guard
+            .as_mut()
+            .ok_or_else(|| io::Error::other("armor already finished"))?;
+        f(w)
+    }
+}
+
+impl Write for ArmorSink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.with(|w| w.write(data))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.with(|w| w.flush())
+    }
+}
+
 struct SinkWriter {
     spool: Arc<Mutex<Spool>>,
     crlf: bool,

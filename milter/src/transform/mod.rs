@@ -11,6 +11,7 @@
 //! `protected-headers="v1"` appended), `HP-Outer` fields recording what stays outside, an
 //! empty line, and the original body, all byte for byte apart from CRLF line endings.
 
+mod armor;
 mod encryptor;
 mod headers;
 mod message;
