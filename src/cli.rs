@@ -71,7 +71,7 @@ Already-encrypted messages are copied unchanged apart from the X-Sealpost trace 
         subcommand,
         after_help = "Server: officer-add, officer-list, officer-retire, export, reinstate, \
 import-rotation. Offline machine: officer-init, recover, audit, rotate. The officer's runbook \
-is docs/escrow.md.\n\nA recovery, step by step:\n  \
+is docs/officer.md.\n\nA recovery, step by step:\n  \
 sealpost escrow export --account alice@example.org --reason \"ticket 4711\" --out alice.bundle\n  \
 sealpost escrow recover --bundle alice.bundle --officer-key officer.key.asc \\\n      --reprotect --out alice-new.asc\n  \
 sealpost escrow reinstate --account alice@example.org alice-new.asc --reason \"ticket 4711\""

@@ -400,3 +400,37 @@ fn default_database_lives_in_sealpost_data() {
     );
     assert!(Path::new(&dir.path().join("sealpost-data/keystore.db")).is_file());
 }
+
+#[tokio::test]
+async fn check_warns_about_an_escrow_policy_without_officer_key() {
+    for env in envs("cli_check_escrow").await {
+        // Default policy: escrow optional; without an officer key that is a warning only.
+        let out = ok(&env.sealpost(&["check"]));
+        assert!(
+            out.contains("warning: [jmap.keys] escrow = \"optional\" but no officer key"),
+            "{out}"
+        );
+        let required = |env: &Env| {
+            Command::new(env!("CARGO_BIN_EXE_sealpost"))
+                .arg("check")
+                .env("SEALPOST_DATABASE_URL", &env.url)
+                .env("SEALPOST_JMAP_KEYS_ESCROW", "required")
+                .env_remove("SEALPOST_CONFIG")
+                .current_dir(env._dir.path())
+                .output()
+                .unwrap()
+        };
+        let (code, err) = fails(&required(&env));
+        assert_eq!(code, 1);
+        assert!(
+            err.contains("escrow = \"required\" but no officer key is active"),
+            "{err}"
+        );
+        ok(&env.sealpost(&["escrow", "officer-add", &key("gpg-ed25519.asc")]));
+        let out = ok(&required(&env));
+        assert!(
+            out.contains("escrow required: 1 active officer key(s)"),
+            "{out}"
+        );
+    }
+}

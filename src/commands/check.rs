@@ -14,31 +14,51 @@ use crate::config::Loaded;
 #[derive(Serialize)]
 struct Finding {
     ok: bool,
+    /// Not a failure, but something the operator should look at.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    warning: bool,
     what: String,
+}
+
+impl Finding {
+    fn ok(what: String) -> Finding {
+        Finding {
+            ok: true,
+            warning: false,
+            what,
+        }
+    }
+
+    fn problem(what: String) -> Finding {
+        Finding {
+            ok: false,
+            warning: false,
+            what,
+        }
+    }
+
+    fn warning(what: String) -> Finding {
+        Finding {
+            ok: true,
+            warning: true,
+            what,
+        }
+    }
 }
 
 pub async fn run(loaded: &Loaded, args: CheckArgs) -> Result<ExitCode> {
     let config = &loaded.config;
-    let mut findings = vec![Finding {
-        ok: true,
-        what: match &loaded.path {
-            Some(p) => format!("config {} is valid", p.display()),
-            None => "no config file given; built-in defaults are valid".into(),
-        },
-    }];
+    let mut findings = vec![Finding::ok(match &loaded.path {
+        Some(p) => format!("config {} is valid", p.display()),
+        None => "no config file given; built-in defaults are valid".into(),
+    })];
     match open_keystore(config).await {
-        Err(e) => findings.push(Finding {
-            ok: false,
-            what: format!("{e:#}"),
-        }),
+        Err(e) => findings.push(Finding::problem(format!("{e:#}"))),
         Ok(ks) => {
-            findings.push(Finding {
-                ok: true,
-                what: format!(
-                    "database {} reachable, migrations applied",
-                    redact_url(&config.database.url)
-                ),
-            });
+            findings.push(Finding::ok(format!(
+                "database {} reachable, migrations applied",
+                redact_url(&config.database.url)
+            )));
             let now = SystemTime::now();
             let keys = ks.list_public_keys(None).await?;
             let mut active = 0;
@@ -48,27 +68,24 @@ pub async fn run(loaded: &Loaded, args: CheckArgs) -> Result<ExitCode> {
                 let verdict = policy::parse_public_cert(k.armored.as_bytes())
                     .and_then(|c| policy::check_cert(&c, &addresses, now, &config.policy));
                 if let Err(e) = verdict {
-                    findings.push(Finding {
-                        ok: false,
-                        what: format!(
-                            "active key {} of {} no longer passes the policy: {e}; mail to it is not encrypted to this key — ask the owner for a new key, or deactivate it",
-                            k.fingerprint, k.account
-                        ),
-                    });
+                    findings.push(Finding::problem(format!(
+                        "active key {} of {} no longer passes the policy: {e}; mail to it is not encrypted to this key — ask the owner for a new key, or deactivate it",
+                        k.fingerprint, k.account
+                    )));
                 }
             }
-            findings.push(Finding {
-                ok: true,
-                what: format!("{} keys stored, {active} active", keys.len()),
-            });
+            findings.push(Finding::ok(format!(
+                "{} keys stored, {active} active",
+                keys.len()
+            )));
+            if !config.jmap.listen.is_empty() {
+                findings.push(escrow_policy(config, ks.active_officer_keys().await?.len()));
+            }
             let v = ks.audit_verify().await?;
-            findings.push(Finding {
-                ok: v.problems.is_empty(),
-                what: if v.problems.is_empty() {
-                    format!("audit log intact ({} rows)", v.rows)
-                } else {
-                    format!("audit log broken: {}", v.problems.join("; "))
-                },
+            findings.push(if v.problems.is_empty() {
+                Finding::ok(format!("audit log intact ({} rows)", v.rows))
+            } else {
+                Finding::problem(format!("audit log broken: {}", v.problems.join("; ")))
             });
         }
     }
@@ -77,7 +94,9 @@ pub async fn run(loaded: &Loaded, args: CheckArgs) -> Result<ExitCode> {
         print_json(&findings)?;
     } else {
         for f in &findings {
-            if f.ok {
+            if f.warning {
+                println!("warning: {}", f.what);
+            } else if f.ok {
                 println!("ok: {}", f.what);
             } else {
                 eprintln!("problem: {}", f.what);
@@ -89,4 +108,27 @@ pub async fn run(loaded: &Loaded, args: CheckArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Whether the escrow policy of the JMAP service can work with the officer keys installed.
+fn escrow_policy(config: &crate::config::Config, officers: usize) -> Finding {
+    use sealpost_jmap::EscrowMode;
+    let keys = &config.jmap.keys;
+    match (keys.escrow, officers) {
+        (EscrowMode::Required, 0) => Finding::problem(
+            "[jmap.keys] escrow = \"required\" but no officer key is active: clients cannot \
+             store private keys; install one with `sealpost escrow officer-add`"
+                .into(),
+        ),
+        (EscrowMode::Optional, 0) => Finding::warning(
+            "[jmap.keys] escrow = \"optional\" but no officer key is active: clients cannot \
+             escrow passwords until one is installed (`sealpost escrow officer-add`)"
+                .into(),
+        ),
+        (EscrowMode::Off, _) => Finding::ok("escrow is off".into()),
+        (mode, n) => Finding::ok(format!(
+            "escrow {}: {n} active officer key(s)",
+            mode.as_str()
+        )),
+    }
 }
