@@ -125,6 +125,40 @@ Examples:
   sealpost maildir encrypt /srv/mail/alice/Maildir --account alice@example.org"
     )]
     Encrypt(MaildirEncryptArgs),
+    /// Decrypt a Maildir of sealpost-encrypted mail with your own secret key, into a new
+    /// Maildir.
+    #[command(
+        after_help = "For a mailbox owner who exported their secret key (for example from the \
+webmail, recovery model 2) and wants their mail back in clear, e.g. to move to another \
+provider. DIR is only read; every file is copied to the same place under --out, with the \
+messages sealpost encrypted to this key rebuilt as they arrived, and everything else copied \
+byte for byte. The key's passphrase is asked on the terminal, or read from \
+--passphrase-file; an unprotected key needs none. Exit status 1 when a message failed.
+
+Examples:
+  sealpost maildir decrypt ~/Maildir --key my-secret-key.asc --out ~/Maildir-clear
+  sealpost maildir decrypt ~/Maildir --key key.asc --passphrase-file pass.txt --out clear"
+    )]
+    Decrypt(MaildirDecryptArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MaildirDecryptArgs {
+    /// The Maildir with sealpost-encrypted mail (only read).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Your secret key (armored or binary OpenPGP), as exported by the webmail or gpg.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Read the key's passphrase from this file instead of the terminal.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// A new (or empty) directory for the decrypted Maildir.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Print the counts (and failures) as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

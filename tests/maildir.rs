@@ -543,3 +543,133 @@ fn maildir_encrypt_migrates_a_maildir_delivered_by_postfix() {
         )
     );
 }
+
+#[test]
+fn maildir_decrypt_gives_the_owner_their_mail_back_with_their_own_key() {
+    use openpgp::serialize::SerializeInto;
+    use sequoia_openpgp as openpgp;
+    let env = Env::new();
+    // A passphrase-protected key, as a webmail exports it, for a second account.
+    let (cert, _) = openpgp::cert::CertBuilder::general_purpose(Some("<own@example.org>"))
+        .set_password(Some("owner pass phrase".into()))
+        .generate()
+        .unwrap();
+    let public = env.dir.path().join("own.asc");
+    std::fs::write(&public, cert.armored().to_vec().unwrap()).unwrap();
+    let secret = env.dir.path().join("own-secret.asc");
+    std::fs::write(&secret, cert.as_tsk().armored().to_vec().unwrap()).unwrap();
+    ok(&env.sealpost(&[
+        "keys",
+        "import",
+        "own@example.org",
+        public.to_str().unwrap(),
+    ]));
+
+    let md = env.dir.path().join("Maildir");
+    make_maildir(&md);
+    let originals = corpus("");
+    for (i, (_, data)) in originals.iter().enumerate() {
+        std::fs::write(
+            md.join("cur").join(format!("17000000{i:02}.M1P1.test:2,S")),
+            data,
+        )
+        .unwrap();
+    }
+    // Mail to another key and a stray file are copied unchanged.
+    let mut other = Command::new(env!("CARGO_BIN_EXE_sealpost"))
+        .args([
+            "encrypt",
+            "--to",
+            fixture("keys/gpg-ed25519.asc").to_str().unwrap(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        other
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&originals[0].1)
+            .unwrap();
+    }
+    let other = other.wait_with_output().unwrap().stdout;
+    std::fs::write(md.join("new").join("1800000000.M1P1.other"), &other).unwrap();
+    std::fs::write(md.join("dovecot-uidlist"), b"3 V1 N1\n").unwrap();
+    let out = env.sealpost(&[
+        "maildir",
+        "encrypt",
+        md.to_str().unwrap(),
+        "--account",
+        "own@example.org",
+    ]);
+    ok(&out);
+    let encrypted = snapshot(&md);
+
+    let pass = env.dir.path().join("pass");
+    std::fs::write(&pass, "owner pass phrase\n").unwrap();
+    let wrong = env.dir.path().join("wrong");
+    std::fs::write(&wrong, "not it\n").unwrap();
+    let clear = env.dir.path().join("clear");
+    let args = |p: &Path| {
+        vec![
+            "maildir".to_string(),
+            "decrypt".into(),
+            md.display().to_string(),
+            "--key".into(),
+            secret.display().to_string(),
+            "--passphrase-file".into(),
+            p.display().to_string(),
+            "--out".into(),
+            clear.display().to_string(),
+        ]
+    };
+    let run = |a: Vec<String>| env.sealpost(&a.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let bad = run(args(&wrong));
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("wrong passphrase"), "{err}");
+    assert!(!err.contains("not it") && !clear.exists());
+
+    let report = ok(&run(args(&pass)));
+    assert!(
+        report.starts_with(&format!(
+            "{} decrypted, 1 copied unchanged, 1 for another key, 0 failed",
+            originals.len()
+        )),
+        "{report}"
+    );
+    assert_eq!(snapshot(&md), encrypted, "the source Maildir was changed");
+    for (i, (name, data)) in originals.iter().enumerate() {
+        let got = std::fs::read(
+            clear
+                .join("cur")
+                .join(format!("17000000{i:02}.M1P1.test:2,S")),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!contains(&got, b"-----BEGIN PGP MESSAGE-----") || contains(data, b"BEGIN PGP"));
+        assert_eq!(lf(&body(&got)), lf(&body(data)), "{name}: body");
+    }
+    assert_eq!(
+        std::fs::read(clear.join("new").join("1800000000.M1P1.other")).unwrap(),
+        other
+    );
+
+    // A public key is refused, and an existing output is never overwritten.
+    let again = env.sealpost(&[
+        "maildir",
+        "decrypt",
+        md.to_str().unwrap(),
+        "--key",
+        public.to_str().unwrap(),
+        "--out",
+        env.dir.path().join("c2").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("holds only a public key"));
+    let again = run(args(&pass));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists and is not empty"));
+}

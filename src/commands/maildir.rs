@@ -25,7 +25,7 @@ use sealpost_milter::transform::{encrypt_message, Outcome, Recipients, Transform
 use serde::Serialize;
 
 use super::{open_keystore, print_json};
-use crate::cli::{MaildirCmd, MaildirEncryptArgs};
+use crate::cli::{MaildirCmd, MaildirDecryptArgs, MaildirEncryptArgs};
 use crate::config::Config;
 
 /// Suffix of the files this command writes into tmp/; leftovers of an interrupted run carry
@@ -35,7 +35,67 @@ const PARTIAL_SUFFIX: &str = ".sealpost-partial";
 pub async fn run(config: &Config, cmd: MaildirCmd) -> Result<ExitCode> {
     match cmd {
         MaildirCmd::Encrypt(args) => encrypt(config, args).await,
+        MaildirCmd::Decrypt(args) => decrypt(args),
     }
+}
+
+/// `sealpost maildir decrypt`: the owner's own key, no keystore.
+fn decrypt(args: MaildirDecryptArgs) -> Result<ExitCode> {
+    use sealpost_escrow::{maildir, officer, secret_io};
+    use sequoia_openpgp::parse::Parse;
+    // Refused before any passphrase is asked for.
+    if args.out.exists() && fs::read_dir(&args.out).is_ok_and(|mut d| d.next().is_some()) {
+        bail!(
+            "{} exists and is not empty; give a new directory for the decrypted mail",
+            args.out.display()
+        );
+    }
+    let bytes = secret_io::read_limited(&args.key, 1 << 20, "secret key")?;
+    let cert = sequoia_openpgp::Cert::from_bytes(&bytes)
+        .map_err(|_| anyhow::anyhow!("{} is not an OpenPGP key", args.key.display()))?;
+    if !cert.is_tsk() {
+        bail!(
+            "{} holds only a public key; decrypting needs the secret key",
+            args.key.display()
+        );
+    }
+    let protected = cert
+        .keys()
+        .secret()
+        .any(|ka| !ka.key().has_unencrypted_secret());
+    let cert = if protected {
+        let password = match &args.passphrase_file {
+            Some(f) => secret_io::read_passphrase_file(f)?,
+            None => secret_io::prompt("Passphrase of the secret key: ")?,
+        };
+        officer::unlock_cert(cert, &password)
+            .map_err(|_| anyhow::anyhow!("wrong passphrase for {}", args.key.display()))?
+    } else {
+        cert
+    };
+    let mut bar = Progress::new("decrypting");
+    let r = maildir::decrypt_maildir(&args.dir, &args.out, &cert, |d, t| bar.update(d, t))?;
+    bar.finish();
+    if args.json {
+        print_json(&r)?;
+    } else {
+        println!(
+            "{} decrypted, {} copied unchanged, {} for another key, {} failed; written to {}",
+            r.decrypted,
+            r.copied,
+            r.other_key,
+            r.failed.len(),
+            args.out.display()
+        );
+        for (file, why) in &r.failed {
+            eprintln!("sealpost: {file}: {why}");
+        }
+    }
+    Ok(if r.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 #[derive(Debug, Default, Serialize)]
