@@ -18,6 +18,7 @@ const TEST: &str = "wkd";
 const ED: &str = "ed@example.org";
 const ED_FPR: &str = "398E0E77683B9AAE443007B328A9E6E6726A5445";
 const RSA: &str = "rsa@example.org";
+const MULTI: &str = "multi@example.org";
 const PASSWORD: &str = "wkd test password";
 
 fn ok(what: &str, out: Output) -> String {
@@ -270,8 +271,23 @@ fn wkd_serves_opted_in_keys_to_gnupg() {
     )
     .unwrap();
     let env = Env { dir, config };
-    for (addr, key) in [(ED, "keys/gpg-ed25519.asc"), (RSA, "keys/gpg-rsa3072.asc")] {
-        let key = fixture(key);
+    // A key with a second user ID naming an address elsewhere, which WKD must not reveal.
+    let multi_key = env.dir.path().join("multi.asc");
+    {
+        use sequoia_openpgp::serialize::SerializeInto;
+        let (cert, _) = sequoia_openpgp::cert::CertBuilder::general_purpose(Some(
+            "Multi User <multi@example.org>",
+        ))
+        .add_userid("Private Name <private@elsewhere.example>")
+        .generate()
+        .unwrap();
+        std::fs::write(&multi_key, cert.armored().to_vec().unwrap()).unwrap();
+    }
+    for (addr, key) in [
+        (ED, fixture("keys/gpg-ed25519.asc")),
+        (RSA, fixture("keys/gpg-rsa3072.asc")),
+        (MULTI, multi_key.clone()),
+    ] {
         ok(
             "keys import",
             env.sealpost(&["keys", "import", addr, key.to_str().unwrap()])
@@ -404,6 +420,22 @@ fn wkd_serves_opted_in_keys_to_gnupg() {
     );
     let rsa_path = format!("/{}", rsa_url.trim().split_once(".org/").unwrap().1);
     assert_eq!(get(service.port, &rsa_path, host).status, 404);
+
+    // Only the user ID naming the requested address is published.
+    set_publish_wkd(service.port, MULTI, true);
+    let multi_url = ok(
+        "gpg-wks-client --print-wkd-url",
+        Command::new(&wks)
+            .args(["--print-wkd-url", MULTI])
+            .output()
+            .unwrap(),
+    );
+    let multi_path = format!("/{}", multi_url.trim().split_once(".org/").unwrap().1);
+    let r = get(service.port, &multi_path, host);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let (fprs, uids) = gpg_import(&gpg, &r.body);
+    assert_eq!(fprs.len(), 1);
+    assert_eq!(uids, vec!["Multi User <multi@example.org>".to_string()]);
 
     // Opting out again withdraws the key.
     set_publish_wkd(service.port, ED, false);

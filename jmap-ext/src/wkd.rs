@@ -172,22 +172,14 @@ async fn find(
         None => None,
     };
     let mut accounts: Vec<(String, Address)> = Vec::new();
-    for account in ks.list_accounts().await? {
-        for a in std::iter::once(&account.primary).chain(&account.aliases) {
-            let Ok(addr) = Address::parse(a) else {
-                continue;
-            };
-            if addr.domain != domain {
-                continue;
-            }
-            let lower = addr.local.to_ascii_lowercase();
-            let matches = match &wanted {
-                Some(w) => *w == lower,
-                None => local_part_hash(&addr.local)? == hash,
-            };
-            if matches {
-                accounts.push((account.id.clone(), addr));
-            }
+    for (account_id, addr) in ks.addresses_in_domain(domain).await? {
+        let matches = match &wanted {
+            Some(w) => *w == addr.local.to_ascii_lowercase(),
+            None => local_part_hash(&addr.local)? == hash,
+        };
+        // Addresses differing only in case (exact local-part matching) can share an account.
+        if matches && !accounts.iter().any(|(id, _)| *id == account_id) {
+            accounts.push((account_id, addr));
         }
     }
     let mut out = Vec::new();

@@ -478,6 +478,28 @@ impl Keystore {
             .collect())
     }
 
+    /// Every address in `domain` (lower-case, as stored) with its account id.
+    pub async fn addresses_in_domain(&self, domain: &str) -> Result<Vec<(String, Address)>> {
+        let rows = sqlx::query(
+            "SELECT account_id, local_part, domain FROM addresses WHERE domain = $1 ORDER BY local_part",
+        )
+        .bind(domain)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    Address {
+                        local: r.get(1),
+                        domain: r.get(2),
+                    },
+                )
+            })
+            .collect())
+    }
+
     /// Removes an account with its addresses, keys and escrows.
     pub async fn remove_account(&self, a: &Address, actor: &Actor) -> Result<Account> {
         let id = self.require_account(a).await?;
