@@ -665,3 +665,60 @@ fn a_relaying_postfix_delivers_every_split_recipient() {
     );
     eprintln!("relay delivered all four recipients in {secs:.1} s");
 }
+
+#[test]
+fn sighup_reloads_milter_settings_and_refuses_a_broken_config() {
+    let test = "postfix sighup";
+    let Some(()) = programs(test) else { return };
+    let ks = Keystore::new(None, "");
+    let Some(pf) = Postfix::start(test, &ks.milter_spec(), MAILBOXES) else {
+        return;
+    };
+    let milter = Milter::start(&ks);
+    let raw = std::fs::read(common::corpus_dir().join("plain-ascii.eml")).unwrap();
+    let hup = |m: &Milter| {
+        let ok = Command::new("kill")
+            .args(["-HUP", &m.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // split (the default): the second key holder is deferred.
+    let r = pf.send(SENDER, &[ED, SQ], &raw);
+    assert_eq!((r.rcpt[0].1, r.rcpt[1].1), (250, 452), "{r:?}");
+
+    let original = std::fs::read_to_string(&ks.config).unwrap();
+    std::fs::write(
+        &ks.config,
+        original.replace("[milter]\n", "[milter]\nmixed = \"union\"\n"),
+    )
+    .unwrap();
+    hup(&milter);
+    let r = pf.send(SENDER, &[ED, SQ], &raw);
+    assert_eq!(
+        (r.rcpt[0].1, r.rcpt[1].1),
+        (250, 250),
+        "after reload: {r:?}"
+    );
+
+    // A broken file is refused; the process keeps serving with what it had.
+    std::fs::write(
+        &ks.config,
+        original.replace("[milter]\n", "[milter]\nmixed = \"sometimes\"\n"),
+    )
+    .unwrap();
+    hup(&milter);
+    let r = pf.send(SENDER, &[ED, SQ], &raw);
+    assert_eq!(
+        (r.rcpt[0].1, r.rcpt[1].1),
+        (250, 250),
+        "kept settings: {r:?}"
+    );
+    pf.wait_for("ed", 3, WAIT);
+    pf.wait_for("sq", 2, WAIT);
+    let log = milter.stop();
+    assert!(log.contains("configuration reloaded"), "{log}");
+    assert!(log.contains("reload refused"), "{log}");
+}

@@ -10,7 +10,9 @@
 use std::ffi::CString;
 use std::future::Future;
 use std::sync::Arc;
+
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 use bytes::Bytes;
 use indymilter::{
@@ -32,7 +34,14 @@ use crate::transform::{
 struct Shared {
     cache: Arc<RecipientCache>,
     metrics: Arc<Metrics>,
-    config: MilterConfig,
+    config: watch::Receiver<Arc<MilterConfig>>,
+}
+
+impl Shared {
+    /// The settings now in force; a reload (SIGHUP) applies to the next message.
+    fn config(&self) -> Arc<MilterConfig> {
+        Arc::clone(&self.config.borrow())
+    }
 }
 
 /// The treatment fixed for a transaction.
@@ -120,13 +129,18 @@ pub async fn bind(listen: &str, socket_mode: u32) -> std::io::Result<MilterListe
 }
 
 /// Serves milter connections until `shutdown` completes.
+///
+/// `settings` may change while serving (a reload): mixed-recipient handling, the error
+/// policy, subject protection, compression and spilling apply from the next message on.
+/// The listener, the connection limits and the cache lifetime are fixed at start.
 pub async fn run(
     listener: impl indymilter::Listener,
     keystore: Keystore,
-    config: MilterConfig,
+    settings: watch::Receiver<Arc<MilterConfig>>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let config = Arc::clone(&settings.borrow());
     let cache = Arc::new(RecipientCache::new(
         keystore,
         Duration::from_secs(config.cache_ttl_secs),
@@ -141,7 +155,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         cache,
         metrics,
-        config,
+        config: settings,
     });
     let result = indymilter::run(listener, callbacks(shared), milter_config, shutdown).await;
     if let Some(task) = invalidation {
@@ -235,14 +249,14 @@ async fn rcpt(shared: Arc<Shared>, cx: &mut Context<Session>, args: Vec<CString>
             Err(e) => {
                 warn!(error = %e, "recipient key lookup failed");
                 shared.metrics.recipient("tempfailed");
-                let (code, x) = error_codes(shared.config.on_error, true);
+                let (code, x) = error_codes(shared.config().on_error, true);
                 reply(
                     &mut cx.reply,
                     code,
                     x,
                     "sealpost: recipient key lookup failed; try again later",
                 );
-                return status_for(shared.config.on_error);
+                return status_for(shared.config().on_error);
             }
         },
     };
@@ -267,7 +281,7 @@ async fn rcpt(shared: Arc<Shared>, cx: &mut Context<Session>, args: Vec<CString>
             return Status::Tempfail;
         }
     };
-    let mixed = shared.config.mixed;
+    let mixed = shared.config().mixed;
     let s = session(&mut cx.data);
     let non_smtp = s.non_smtp;
     let txn = &mut s.txn;
@@ -378,11 +392,12 @@ async fn eoh(shared: Arc<Shared>, cx: &mut Context<Session>) -> Status {
         return Status::Continue;
     };
     txn.started = Some(Instant::now());
+    let cfg = shared.config();
     let options = TransformOptions {
-        protect_subject: protect_subject.unwrap_or(shared.config.protect_subject),
-        compress: shared.config.compress,
-        spill_threshold: shared.config.spill_threshold_bytes,
-        spill_dir: shared.config.spill_dir.clone(),
+        protect_subject: protect_subject.unwrap_or(cfg.protect_subject),
+        compress: cfg.compress,
+        spill_threshold: cfg.spill_threshold_bytes,
+        spill_dir: cfg.spill_dir.clone(),
     };
     let headers = std::mem::take(&mut txn.headers);
     // Building the encryptor may do public-key work (one PKESK per key): off the reactor.
@@ -592,7 +607,7 @@ fn encryption_failed(
     why: &str,
 ) -> Status {
     warn!(queue_id = %qid, error = %why, "encryption failed; message refused");
-    let on_error = shared.config.on_error;
+    let on_error = shared.config().on_error;
     shared.metrics.message(match on_error {
         OnError::Tempfail => "tempfailed",
         OnError::Reject => "rejected",

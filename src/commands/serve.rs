@@ -1,6 +1,7 @@
 //! `sealpost serve`, `sealpost milter` and `sealpost jmap`: long-running services with a
 //! metrics endpoint.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::{open_keystore, redact_url};
-use crate::config::Config;
+use crate::config::{Config, Loaded};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Parts {
@@ -35,7 +36,8 @@ struct Health {
     keystore: Keystore,
 }
 
-pub async fn run(config: &Config, parts: Parts) -> Result<ExitCode> {
+pub async fn run(loaded: &Loaded, parts: Parts) -> Result<ExitCode> {
+    let (config, path) = (&loaded.config, loaded.path.as_deref());
     if parts == Parts::Jmap && config.jmap.listen.is_empty() {
         anyhow::bail!("[jmap] listen is empty, so there is nothing to serve");
     }
@@ -73,6 +75,13 @@ pub async fn run(config: &Config, parts: Parts) -> Result<ExitCode> {
         wait_for_signal().await;
         let _ = stop_tx.send(true);
     });
+    // Installed before anything serves, so SIGHUP never ends the process.
+    let (settings_tx, settings) = watch::channel(Arc::new(config.milter.clone()));
+    tokio::spawn(reload_on_hangup(
+        path.map(Path::to_path_buf),
+        config_fingerprint(config),
+        settings_tx,
+    ));
 
     // The JMAP service; a configuration error stops the start-up with the key's name.
     let jmap = if parts != Parts::Milter && !config.jmap.listen.is_empty() {
@@ -150,13 +159,7 @@ pub async fn run(config: &Config, parts: Parts) -> Result<ExitCode> {
         let _ = rx.wait_for(|s| *s).await;
         info!("shutting down: no new connections; finishing messages in flight");
     };
-    let milter = service::run(
-        listener,
-        keystore.clone(),
-        config.milter.clone(),
-        metrics,
-        shutdown,
-    );
+    let milter = service::run(listener, keystore.clone(), settings, metrics, shutdown);
     tokio::pin!(milter);
     let mut rx = stop_rx.clone();
     let deadline = async move {
@@ -199,6 +202,76 @@ async fn ready(State(h): State<Arc<Health>>) -> impl IntoResponse {
     match sqlx::query("SELECT 1").execute(h.keystore.pool()).await {
         Ok(_) => (StatusCode::OK, "ready\n"),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "keystore unreachable\n"),
+    }
+}
+
+/// What a reload cannot change in a running process, for telling the operator.
+fn config_fingerprint(c: &Config) -> Vec<(&'static str, String)> {
+    let m = &c.milter;
+    vec![
+        ("[database]", format!("{:?}", c.database)),
+        ("[lookup]", format!("{:?}", c.lookup)),
+        ("[policy]", format!("{:?}", c.policy)),
+        ("[jmap]", format!("{:?}", c.jmap)),
+        ("[auth]", format!("{:?}", c.auth)),
+        ("[metrics]", format!("{:?}", c.metrics)),
+        ("[log]", format!("{:?}", c.log)),
+        (
+            "[milter] listen, socket_mode, cache_ttl_secs, max_connections, connection_timeout_secs, shutdown_grace_secs",
+            format!(
+                "{:?}",
+                (
+                    &m.listen,
+                    &m.socket_mode,
+                    m.cache_ttl_secs,
+                    m.max_connections,
+                    m.connection_timeout_secs,
+                    m.shutdown_grace_secs
+                )
+            ),
+        ),
+    ]
+}
+
+/// SIGHUP: reads the configuration again. The milter's per-message settings ([milter] mixed,
+/// on_error, protect_subject, compress, spill_*) apply from the next message; anything else
+/// needs a restart and is reported as such. A configuration with errors is refused and the
+/// running settings stay.
+async fn reload_on_hangup(
+    path: Option<PathBuf>,
+    mut running: Vec<(&'static str, String)>,
+    settings: watch::Sender<Arc<sealpost_milter::MilterConfig>>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        warn!("cannot listen for SIGHUP; reloading is not available");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match crate::config::load(path.as_deref()) {
+            Err(e) => warn!(
+                error = %format!("{e:#}"),
+                "reload refused: the configuration has errors; the running settings stay"
+            ),
+            Ok(loaded) => {
+                let new = config_fingerprint(&loaded.config);
+                let restart: Vec<&str> = running
+                    .iter()
+                    .zip(&new)
+                    .filter(|(a, b)| a.1 != b.1)
+                    .map(|(a, _)| a.0)
+                    .collect();
+                if !restart.is_empty() {
+                    warn!(
+                        settings = %restart.join("; "),
+                        "changed settings that apply only after a restart"
+                    );
+                }
+                running = new;
+                settings.send_replace(Arc::new(loaded.config.milter));
+                info!("configuration reloaded; milter settings apply to the next message");
+            }
+        }
     }
 }
 
