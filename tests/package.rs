@@ -173,6 +173,13 @@ fn debian_package_builds_installs_runs_and_purges() {
     mode_of("/usr/share/doc/sealpost/README.md");
     mode_of("/usr/share/doc/sealpost/operator.md");
     mode_of("/usr/share/doc/sealpost/examples/sealpost.toml");
+    mode_of("/usr/share/doc/sealpost/dovecot.md");
+    mode_of("/usr/share/doc/sealpost/examples/dovecot/90-sealpost-imapsieve.conf");
+    mode_of("/usr/share/doc/sealpost/examples/dovecot/sealpost-encrypt.sieve");
+    assert_eq!(
+        mode_of("/usr/share/doc/sealpost/examples/dovecot/sealpost-encrypt"),
+        "-rwxr-xr-x"
+    );
     mode_of("/usr/share/man/man1/sealpost.1.gz");
     mode_of("/usr/share/man/man1/sealpost-serve.1.gz");
     mode_of("/usr/share/man/man1/sealpost-keys-import.1.gz");
