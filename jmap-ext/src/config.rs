@@ -30,6 +30,8 @@ pub struct JmapConfig {
     pub cache_ms: u64,
     /// Web Key Directory publication (`[jmap.wkd]`).
     pub wkd: crate::wkd::WkdConfig,
+    /// Serve the reference web client (jmap-ext/web/, built into the binary) at `/web/`.
+    pub serve_web: bool,
 }
 
 impl Default for JmapConfig {
@@ -42,6 +44,7 @@ impl Default for JmapConfig {
             keys: KeysConfig::default(),
             cache_ms: 1000,
             wkd: Default::default(),
+            serve_web: false,
         }
     }
 }

@@ -20,6 +20,7 @@ mod methods;
 mod oidc;
 mod push;
 mod session;
+mod web;
 pub mod wkd;
 
 use std::future::Future;
@@ -119,6 +120,11 @@ pub fn router(state: JmapState) -> Router {
         )
         .route("/jmap/eventsource/", get(push::handler))
         .merge(wkd::routes(&state.inner.config.wkd))
+        .merge(if state.inner.config.serve_web {
+            web::routes()
+        } else {
+            Router::new()
+        })
         .fallback(api::not_found)
         // The API handler reads the body itself, enforcing maxSizeRequest.
         .layer(DefaultBodyLimit::disable())
