@@ -334,6 +334,22 @@ mod tests {
         }
     }
 
+    /// docs/config.md names every section of the example, so the overview cannot drift.
+    #[test]
+    fn config_doc_names_every_section() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let example =
+            std::fs::read_to_string(format!("{root}/deploy/sealpost.example.toml")).unwrap();
+        let doc = std::fs::read_to_string(format!("{root}/docs/config.md")).unwrap();
+        for line in example.lines().filter(|l| l.starts_with('[')) {
+            let section = line.trim();
+            assert!(
+                doc.contains(&format!("`{section}`")),
+                "docs/config.md does not describe {section}"
+            );
+        }
+    }
+
     #[test]
     fn example_config_is_complete_and_valid() {
         let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/sealpost.example.toml");
