@@ -214,7 +214,11 @@ pub fn verify_private_key(
             return Err(ProtectionError::NoMatchingPublicKey(fpr));
         }
         let armored = match text_of(bytes) {
-            Some(t) => t,
+            Some(t) => {
+                // Kept as uploaded, so it must parse as a whole.
+                armor_message(bytes)?;
+                t
+            }
             None => armor_message(bytes)?,
         };
         return Ok(VerifiedPrivateKey {
@@ -499,7 +503,11 @@ pub fn verify_escrow(
         }
     }
     let armored = match text_of(bytes) {
-        Some(t) => t,
+        Some(t) => {
+            // Kept as uploaded, so it must parse as a whole, not only the packets looked at.
+            armor_message(bytes)?;
+            t
+        }
         None => armor_message(bytes)?,
     };
     Ok(VerifiedEscrow {

@@ -485,6 +485,42 @@ fn escrow_with_a_damaged_armor_header_is_stored_readable() {
     }
 }
 
+/// Regression (found by the escrow fuzzing): an armored blob whose PKESK carried extra
+/// body bytes passed the recipient check and was stored as uploaded, though it does not
+/// parse as a whole. The same damage in an armored and in a binary upload is refused.
+#[test]
+fn escrow_with_trailing_bytes_in_a_packet_is_refused() {
+    let officer = officer_cert("Officer <cso@example.org>");
+    let blob = encrypt_to_officers(b"pw", std::slice::from_ref(&officer)).unwrap();
+    let pile = PacketPile::from_bytes(blob.as_bytes()).unwrap();
+    // Re-frame the PKESK with one more body byte than it has.
+    let mut packets: Vec<Packet> = pile.into_children().collect();
+    let pkesk = packets.remove(0);
+    let body = {
+        let mut v = Vec::new();
+        pkesk.serialize(&mut v).unwrap();
+        // A new-format header with a one-octet length: tag byte, length, body.
+        assert_eq!(v[0], 0xc1, "a PKESK in new format");
+        assert!(v[1] < 192, "one-octet length");
+        v[2..].to_vec()
+    };
+    let mut damaged = vec![0xc1, (body.len() + 1) as u8];
+    damaged.extend_from_slice(&body);
+    damaged.push(0x00);
+    for p in &packets {
+        p.serialize(&mut damaged).unwrap();
+    }
+    let armored = armor_frame(armor::Kind::Message, &damaged);
+    let config = ProtectionConfig::default();
+    for (form, input) in [("binary", &damaged), ("armored", &armored)] {
+        let r = verify_escrow(input, std::slice::from_ref(&officer), &config);
+        match r {
+            Ok(v) => check_escrow_accepted(&v, &officer, form),
+            Err(e) => one_line(&e, form),
+        }
+    }
+}
+
 #[test]
 fn mutated_escrow_blobs_are_refused_or_still_for_the_officer() {
     let officer = officer_cert("Officer <cso@example.org>");
