@@ -18,6 +18,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use sealpost_test_support::{missing, need_program, run_with_input, which, workspace_root};
@@ -41,35 +42,41 @@ fn js_dir() -> PathBuf {
 }
 
 /// Where the screenshots go: `target/browser-screenshots/` (next to `target/tmp`).
-fn screenshot_dir() -> PathBuf {
+fn screenshot_dir(test: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()
         .expect("target directory")
-        .join("browser-screenshots");
+        .join("browser-screenshots")
+        .join(test);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create the screenshot directory");
     dir
 }
 
-/// Node with tests/js/node_modules installed from the lock file.
+/// Node with tests/js/node_modules installed from the lock file, once per test binary
+/// (`npm ci` replaces node_modules, so the tests must not run it side by side).
 fn node() -> Option<PathBuf> {
-    let node = need_program(TEST, "node")?;
-    let npm = need_program(TEST, "npm")?;
-    let out = Command::new(npm)
-        .args(["ci", "--no-audit", "--no-fund", "--prefer-offline"])
-        .current_dir(js_dir())
-        .output()
-        .expect("run npm");
-    if !out.status.success() {
-        return missing(
-            TEST,
-            &format!(
+    static READY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let ready = READY.get_or_init(|| {
+        let node = which("node").ok_or("`node` is not installed")?;
+        let npm = which("npm").ok_or("`npm` is not installed")?;
+        let out = Command::new(npm)
+            .args(["ci", "--no-audit", "--no-fund", "--prefer-offline"])
+            .current_dir(js_dir())
+            .output()
+            .map_err(|e| format!("cannot run npm: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
                 "`npm ci` in tests/js failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        );
+            ));
+        }
+        Ok(node)
+    });
+    match ready {
+        Ok(node) => Some(node.clone()),
+        Err(why) => missing(TEST, why),
     }
-    Some(node)
 }
 
 /// Debian's `chromium` (a wrapper script) or another Chromium on PATH.
@@ -207,6 +214,9 @@ fn browser(node: &Path, phase: &str, opts: &Value) -> Value {
     // The page ran without script errors or failed loads.
     for line in result["console"].as_array().unwrap() {
         let line = line.as_str().unwrap();
+        if opts["wrongSignIn"] == true && line.contains("status of 401") {
+            continue; // the deliberately wrong sign-in
+        }
         assert!(
             !line.starts_with("error") && !line.starts_with("pageerror"),
             "browser console in phase {phase}: {line}"
@@ -236,10 +246,21 @@ fn check_exported_key(file: &Path, fingerprint: &str, password: &str) {
     assert_eq!(n, 2, "primary key and encryption subkey");
 }
 
-#[test]
-fn browser_web_client() {
-    let Some(node) = node() else { return };
-    let Some(chromium) = chromium() else { return };
+/// A running `sealpost jmap` with the web client on, an installed officer key and the
+/// account ADDR with PASSWORD; the browser options for tests/js/browser.mjs.
+struct Setup {
+    env: Env,
+    node: PathBuf,
+    shots: PathBuf,
+    officer_key: String,
+    opts: Value,
+    _service: Service,
+}
+
+/// `keys` is the `[jmap.keys]` section. None when a component is missing (see `missing`).
+fn prepare(test: &str, keys: &str) -> Option<Setup> {
+    let node = node()?;
+    let chromium = chromium()?;
 
     // The page ships the OpenPGP.js build the tests pin (tests/js/package-lock.json).
     let vendored = workspace_root().join("jmap-ext/web/vendor/openpgp.min.mjs");
@@ -257,13 +278,13 @@ fn browser_web_client() {
         &config,
         format!(
             "[database]\nurl = \"sqlite://{}/keystore.db\"\n\n[jmap]\nlisten = \"127.0.0.1:{port}\"\n\
-             serve_web = true\n\n[jmap.keys]\nescrow = \"optional\"\n\n[metrics]\nlisten = \"\"\n",
+             serve_web = true\n\n[jmap.keys]\n{keys}\n\n[metrics]\nlisten = \"\"\n",
             dir.path().display()
         ),
     )
     .unwrap();
     let env = Env { dir, config };
-    let shots = screenshot_dir();
+    let shots = screenshot_dir(test);
 
     // The security officer's key, made offline and installed on the server.
     std::fs::write(env.path("officer-pass.txt"), format!("{OFFICER_PASS}\n")).unwrap();
@@ -303,26 +324,148 @@ fn browser_web_client() {
         ),
     );
 
-    let _service = start(&env, port);
+    let service = start(&env, port);
     let (status, headers, body) = get(port, "/web/");
     assert!(status.contains(" 200"), "{status}");
     assert!(headers.contains("content-type: text/html"), "{headers}");
     assert!(headers.contains("content-security-policy:"), "{headers}");
     assert!(String::from_utf8_lossy(&body).contains("<script type=\"module\" src=\"app.js\">"));
-    let (status, _, _) = get(port, "/web/nothing.js");
-    assert!(status.contains(" 404"), "{status}");
 
-    let url = format!("http://127.0.0.1:{port}/web/");
-    let mut opts = serde_json::json!({
+    let opts = serde_json::json!({
         "chromium": chromium,
-        "url": url,
+        "url": format!("http://127.0.0.1:{port}/web/"),
         "address": ADDR,
         "password": PASSWORD,
         "out": shots,
     });
+    Some(Setup {
+        env,
+        node,
+        shots,
+        officer_key,
+        opts,
+        _service: service,
+    })
+}
+
+/// The officer exports the account's bundle and recovers the password of key `fpr`.
+fn officer_recovers_password(setup: &Setup, fpr: &str) -> Value {
+    let env = &setup.env;
+    ok(
+        "escrow export",
+        env.sealpost(&[
+            "escrow",
+            "export",
+            "--account",
+            ADDR,
+            "--reason",
+            "browser test: user lost the password",
+            "--out",
+            "alice.bundle",
+        ])
+        .output()
+        .unwrap(),
+    );
+    let bundle: Value =
+        serde_json::from_slice(&std::fs::read(env.path("alice.bundle")).unwrap()).unwrap();
+    ok(
+        "escrow recover",
+        env.sealpost(&[
+            "escrow",
+            "recover",
+            "--bundle",
+            "alice.bundle",
+            "--officer-key",
+            &setup.officer_key,
+            "--passphrase-file",
+            "officer-pass.txt",
+            "--key",
+            fpr,
+            "--reveal-password",
+            "--out",
+            "recovered.txt",
+        ])
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(
+        std::fs::read_to_string(env.path("recovered.txt")).unwrap(),
+        format!("{PASSWORD}\n"),
+        "the officer recovers the user's password from the page's escrow"
+    );
+    bundle
+}
+
+/// The account's public keys as `sealpost keys list --json` shows them.
+fn server_keys(env: &Env) -> Vec<Value> {
+    let keys: Value = serde_json::from_str(&ok(
+        "keys list",
+        env.sealpost(&["keys", "list", ADDR, "--json"])
+            .output()
+            .unwrap(),
+    ))
+    .unwrap();
+    keys.as_array().unwrap().clone()
+}
+
+/// A message for ADDR made by the milter's transform (`sealpost encrypt --account`), to the
+/// active key `active` only, saved as `delivered.eml`. Returns its path and text.
+fn deliver(env: &Env, shots: &Path, active: &str) -> (PathBuf, String) {
+    let plain = format!(
+        "From: Bob <bob@example.net>\r\nTo: {ADDR}\r\nSubject: =?utf-8?q?Caf=C3=A9_plans?=\r\n\
+         Date: Wed, 25 Nov 2026 10:00:00 +0000\r\nMessage-ID: <browser-1@example.net>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: quoted-printable\r\n\r\n\
+         Hello Alice, the marker is {MARKER}.\r\nSee you at the caf=C3=A9.\r\n"
+    );
+    let sealed = ok(
+        "encrypt",
+        run_with_input(
+            &mut env.sealpost(&["encrypt", "--account", ADDR]),
+            plain.as_bytes(),
+        ),
+    );
+    assert!(sealed.contains("multipart/encrypted"), "{sealed}");
+    assert!(sealed.contains(&format!("fpr={active}")), "{sealed}");
+    assert!(!sealed.contains(MARKER), "the body is in clear: {sealed}");
+    let eml = shots.join("delivered.eml");
+    std::fs::write(&eml, &sealed).unwrap();
+    (eml, sealed)
+}
+
+/// The page showed the decrypted message (`how`: "stored" or "keyFile").
+fn shows_message(read: &Value, how: &str) {
+    let body = read[how]["body"].as_str().unwrap_or_default();
+    assert!(
+        body.contains(&format!("Hello Alice, the marker is {MARKER}."))
+            && body.contains("See you at the café."),
+        "{how}: {read:#}"
+    );
+    let headers = read[how]["headers"].as_str().unwrap_or_default();
+    assert!(headers.contains("Café plans"), "{how}: {read:#}");
+    assert!(headers.contains("Bob <bob@example.net>"), "{how}: {read:#}");
+}
+
+/// Escrow optional: two keys, one deactivated, export, officer recovery, reading mail with
+/// the stored key and the exported file.
+#[test]
+fn browser_web_client() {
+    let Some(s) = prepare("full-flow", "escrow = \"optional\"") else {
+        return;
+    };
+    let (env, node, shots) = (&s.env, &s.node, &s.shots);
+    let mut opts = s.opts.clone();
+    opts["wrongSignIn"] = Value::from(true);
 
     // 1. Key setup in the page.
-    let setup = browser(&node, "setup", &opts);
+    let setup = browser(node, "setup", &opts);
+    assert!(
+        setup["wrongSignIn"]
+            .as_str()
+            .is_some_and(|e| e.contains("Wrong address or password")),
+        "{setup:#}"
+    );
+    assert_eq!(setup["focused"], "setup-title", "{setup:#}");
     assert_eq!(setup["escrowChoiceVisible"], true, "{setup:#}");
     assert!(
         setup["statusAfterCreate"]
@@ -347,40 +490,18 @@ fn browser_web_client() {
     );
 
     // 2. On the server: two public keys, the newer active, the older not.
-    let keys: Value = serde_json::from_str(&ok(
-        "keys list",
-        env.sealpost(&["keys", "list", ADDR, "--json"])
-            .output()
-            .unwrap(),
-    ))
-    .unwrap();
-    let keys = keys.as_array().unwrap();
+    let keys = server_keys(env);
     assert_eq!(keys.len(), 2, "{keys:#?}");
-    for k in keys {
+    for k in &keys {
         let fpr = k["fingerprint"].as_str().unwrap();
         assert_eq!(k["active"], fpr == active, "{k:#}");
         assert!(fpr == active || fpr == inactive, "{k:#}");
         assert_eq!(k["user_ids"], serde_json::json!([format!("<{ADDR}>")]));
     }
 
-    // Both protected private keys and both escrows are stored: the officer's export.
-    ok(
-        "escrow export",
-        env.sealpost(&[
-            "escrow",
-            "export",
-            "--account",
-            ADDR,
-            "--reason",
-            "browser test: user lost the password",
-            "--out",
-            "alice.bundle",
-        ])
-        .output()
-        .unwrap(),
-    );
-    let bundle: Value =
-        serde_json::from_slice(&std::fs::read(env.path("alice.bundle")).unwrap()).unwrap();
+    // Both protected private keys and both escrows are stored (the officer's export), and
+    // the officer recovers the user's password from the escrow the page made.
+    let bundle = officer_recovers_password(&s, &active);
     let entries = bundle["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "{bundle:#}");
     for e in entries {
@@ -397,7 +518,7 @@ fn browser_web_client() {
             "no escrow in {e:#}"
         );
     }
-    // The exported file is the stored protected key, and opens with the password only.
+    // The exported file is the stored protected key, and opens with the password.
     let exported = PathBuf::from(setup["exported"].as_str().unwrap());
     let stored = entries
         .iter()
@@ -411,69 +532,17 @@ fn browser_web_client() {
     );
     check_exported_key(&exported, &active, PASSWORD);
 
-    // The officer recovers the user's password from the escrow the page made.
-    ok(
-        "escrow recover",
-        env.sealpost(&[
-            "escrow",
-            "recover",
-            "--bundle",
-            "alice.bundle",
-            "--officer-key",
-            &officer_key,
-            "--passphrase-file",
-            "officer-pass.txt",
-            "--key",
-            &active,
-            "--reveal-password",
-            "--out",
-            "recovered.txt",
-        ])
-        .output()
-        .unwrap(),
-    );
-    assert_eq!(
-        std::fs::read_to_string(env.path("recovered.txt")).unwrap(),
-        format!("{PASSWORD}\n")
-    );
-
     // 3. A delivered message: the milter's transform to the account's active key.
-    let plain = format!(
-        "From: Bob <bob@example.net>\r\nTo: {ADDR}\r\nSubject: =?utf-8?q?Caf=C3=A9_plans?=\r\n\
-         Date: Wed, 25 Nov 2026 10:00:00 +0000\r\nMessage-ID: <browser-1@example.net>\r\n\
-         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Content-Transfer-Encoding: quoted-printable\r\n\r\n\
-         Hello Alice, the marker is {MARKER}.\r\nSee you at the caf=C3=A9.\r\n"
-    );
-    let sealed = ok(
-        "encrypt",
-        run_with_input(
-            &mut env.sealpost(&["encrypt", "--account", ADDR]),
-            plain.as_bytes(),
-        ),
-    );
-    assert!(sealed.contains("multipart/encrypted"), "{sealed}");
-    assert!(sealed.contains(&format!("fpr={active}")), "{sealed}");
+    let (eml, sealed) = deliver(env, shots, &active);
     assert!(!sealed.contains(&inactive), "encrypted to the inactive key");
-    assert!(!sealed.contains(MARKER), "the body is in clear: {sealed}");
-    let eml = shots.join("delivered.eml");
-    std::fs::write(&eml, &sealed).unwrap();
 
     // 4. Reading it in the page.
+    opts["wrongSignIn"] = Value::from(false);
     opts["eml"] = Value::from(eml.display().to_string());
     opts["keyFile"] = Value::from(exported.display().to_string());
-    let read = browser(&node, "read", &opts);
-    for how in ["stored", "keyFile"] {
-        let body = read[how]["body"].as_str().unwrap_or_default();
-        assert!(
-            body.contains(&format!("Hello Alice, the marker is {MARKER}."))
-                && body.contains("See you at the café."),
-            "{how}: {read:#}"
-        );
-        let headers = read[how]["headers"].as_str().unwrap_or_default();
-        assert!(headers.contains("Café plans"), "{how}: {read:#}");
-        assert!(headers.contains("Bob <bob@example.net>"), "{how}: {read:#}");
-    }
+    let read = browser(node, "read", &opts);
+    shows_message(&read, "stored");
+    shows_message(&read, "keyFile");
     assert!(
         read["wrongPassword"]["error"]
             .as_str()
@@ -488,4 +557,94 @@ fn browser_web_client() {
         "browser_web_client: {shots_taken} screenshots in {}",
         shots.display()
     );
+}
+
+/// Escrow required: the page offers no choice, and the private key and the escrow go up in
+/// one request (the server refuses the key without it); the officer recovers the password.
+#[test]
+fn browser_escrow_required() {
+    let Some(s) = prepare("escrow-required", "escrow = \"required\"") else {
+        return;
+    };
+    let r = browser(&s.node, "one-key", &s.opts);
+    assert_eq!(r["escrowChoiceVisible"], false, "{r:#}");
+    assert_eq!(r["escrowRequiredVisible"], true, "{r:#}");
+    assert!(r["policy"].as_str().unwrap().contains("required"), "{r:#}");
+    let rows = r["keys"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{r:#}");
+    assert_eq!(rows[0]["recovery"], "escrowed", "{r:#}");
+    let fpr = rows[0]["fingerprint"].as_str().unwrap();
+    let keys = server_keys(&s.env);
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["fingerprint"], fpr);
+    assert_eq!(keys[0]["active"], true);
+    let bundle = officer_recovers_password(&s, fpr);
+    assert_eq!(bundle["entries"].as_array().unwrap().len(), 1, "{bundle:#}");
+}
+
+/// Models 1 and 2 only (the server keeps no private keys): the page uploads the public key
+/// and hands the protected private key to the user as a file.
+#[test]
+fn browser_key_on_device_only() {
+    let Some(s) = prepare("device-only", "allowed_models = [1, 2]\nescrow = \"off\"") else {
+        return;
+    };
+    let mut opts = s.opts.clone();
+    opts["expectDownload"] = Value::from(true);
+    let r = browser(&s.node, "one-key", &opts);
+    assert_eq!(r["escrowChoiceVisible"], false, "{r:#}");
+    assert_eq!(r["escrowRequiredVisible"], false, "{r:#}");
+    assert!(
+        r["policy"].as_str().unwrap().contains("kept by you"),
+        "{r:#}"
+    );
+    let rows = r["keys"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{r:#}");
+    assert_eq!(rows[0]["privateKey"], "not stored", "{r:#}");
+    let fpr = rows[0]["fingerprint"].as_str().unwrap();
+    assert_eq!(r["exportName"], format!("sealpost-{fpr}.sec.asc"), "{r:#}");
+    check_exported_key(Path::new(r["exported"].as_str().unwrap()), fpr, PASSWORD);
+    assert!(
+        r["statusAfterCreate"]
+            .as_str()
+            .unwrap()
+            .contains("saved as a file"),
+        "{r:#}"
+    );
+    let keys = server_keys(&s.env);
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["fingerprint"], fpr);
+
+    // Mail to that key is read in the page with the downloaded file.
+    let (eml, _) = deliver(&s.env, &s.shots, fpr);
+    opts["eml"] = Value::from(eml.display().to_string());
+    opts["keyFile"] = r["exported"].clone();
+    opts["storedKey"] = Value::from(false);
+    let read = browser(&s.node, "read", &opts);
+    shows_message(&read, "keyFile");
+    assert!(
+        read["wrongPassword"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Wrong password")),
+        "{read:#}"
+    );
+
+    // Nothing for the officer: no private key and no escrow on the server.
+    let out = s
+        .env
+        .sealpost(&[
+            "escrow",
+            "export",
+            "--account",
+            ADDR,
+            "--reason",
+            "browser test",
+            "--out",
+            "none.bundle",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing to export"), "{err}");
 }

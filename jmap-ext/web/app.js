@@ -135,6 +135,7 @@ async function signIn(address, password) {
   showPolicy();
   await refreshKeys();
   status(`Signed in as ${address}.`);
+  $('setup-title').focus();
 }
 
 function signOut() {
@@ -143,6 +144,7 @@ function signOut() {
   $('login-section').hidden = false;
   for (const s of ['setup-section', 'keys-section', 'read-section']) $(s).hidden = true;
   $('login-form').reset();
+  $('address').focus();
   $('read-form').reset();
   $('message').hidden = true;
   $('keys').replaceChildren();
@@ -165,6 +167,17 @@ function showPolicy() {
     el('dt', {}, 'Password recovery'),
     el('dd', {}, escrowText),
   );
+  $('setup-intro').textContent = c.storesPrivateKeys
+    ? 'Incoming mail is encrypted to your key before it is stored. The key is made here, in '
+      + 'your browser; the server receives the public key and a copy of the private key '
+      + 'protected with your password, so you can read your mail on any device.'
+    : 'Incoming mail is encrypted to your key before it is stored. The key is made here, in '
+      + 'your browser; the server receives only the public key. You get the private key as a '
+      + 'file, protected with your password: without it your mail cannot be read, so keep it safe.';
+  $('keyfile-hint').textContent = c.storesPrivateKeys
+    ? '(optional: otherwise the key stored on the server)'
+    : '(the file you saved when you created your key)';
+  $('keyfile').required = !c.storesPrivateKeys;
   const escrowPossible = c.storesPrivateKeys && c.escrow !== 'off' && c.officerKeys.length > 0;
   $('escrow-choice').hidden = !(escrowPossible && c.escrow === 'optional');
   $('escrow-required').hidden = c.escrow !== 'required';
@@ -217,7 +230,10 @@ async function createKey(label) {
   }
   $('label').value = '';
   await refreshKeys();
-  status(`Your key ${groups(fpr)} is set up${withEscrow ? ', and the security officer can recover your password' : ''}.`);
+  let done = `Your key ${groups(fpr)} is set up`;
+  if (withEscrow) done += ', and the security officer can recover your password';
+  if (!c.storesPrivateKeys) done += '. Your protected private key was saved as a file: keep it safe';
+  status(`${done}.`);
 }
 
 // ------------------------------------------------------------------------------ key list
@@ -419,6 +435,7 @@ async function decryptMessage() {
   const text = textOf(inner);
   $('message-body').textContent = text ? text.text : decodeText(binaryString(data), 'utf-8');
   $('message').hidden = false;
+  $('message-title').focus();
   status('Message decrypted.');
 }
 

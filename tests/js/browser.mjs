@@ -4,9 +4,12 @@
 //   node browser.mjs setup '{"chromium":…,"url":…,"address":…,"password":…,"out":…}'
 //     signs in, creates two keys in the page (OpenPGP.js), escrowing the password, deactivates
 //     the first, exports the second's protected private key to OUT/exported.sec.asc.
-//   node browser.mjs read '{…, "eml": FILE, "keyFile": FILE}'
-//     signs in, opens the delivered message and decrypts it with the stored key, a wrong
-//     password, and the exported key file.
+//   node browser.mjs one-key '{…, "expectDownload": BOOL, "wrongSignIn": BOOL}'
+//     signs in, creates one key under the server's escrow/model policy (a download of the
+//     protected key when the server keeps none).
+//   node browser.mjs read '{…, "eml": FILE, "keyFile": FILE, "storedKey": BOOL}'
+//     signs in, opens the delivered message and decrypts it with the stored key (unless
+//     storedKey is false), with a wrong password, and with the key file.
 //
 // Screenshots go to OUT/NN-name.png. The result is one JSON object on stdout; any failure
 // exits non-zero with the reason (and a screenshot of the page at that moment).
@@ -29,7 +32,7 @@ page.setDefaultTimeout(60000);
 page.on('console', (m) => result.console.push(`${m.type()}: ${m.text()}`));
 page.on('pageerror', (e) => result.console.push(`pageerror: ${e.message}`));
 
-let shot = phase === 'setup' ? 0 : 20;
+let shot = phase === 'read' ? 20 : 0;
 async function screenshot(name) {
   shot += 1;
   const file = path.join(opts.out, `${String(shot).padStart(2, '0')}-${name}.png`);
@@ -54,10 +57,18 @@ async function signIn() {
   await page.goto(opts.url);
   await page.waitForSelector('html[data-ready="true"]');
   await page.getByLabel('Mail address').fill(opts.address);
+  if (opts.wrongSignIn) {
+    await page.getByLabel('Password', { exact: true }).fill(`${opts.password}-wrong`);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.locator('#error').waitFor({ state: 'visible' });
+    result.wrongSignIn = await page.locator('#error').textContent();
+    await screenshot('wrong-sign-in');
+  }
   await page.getByLabel('Password', { exact: true }).fill(opts.password);
   if (phase === 'setup') await screenshot('sign-in');
   await page.getByRole('button', { name: 'Sign in' }).click();
   await waitStatus('Signed in as');
+  result.focused = await page.evaluate(() => document.activeElement?.id || null);
 }
 
 /** The key table as [{fingerprint, status, privateKey, recovery}]. */
@@ -106,6 +117,28 @@ async function setup() {
   await screenshot('exported');
 }
 
+/** One key, under the server's policy as it is: escrow required, or keys on the device. */
+async function oneKey() {
+  await signIn();
+  result.policy = await page.locator('#policy').innerText();
+  result.escrowChoiceVisible = await page.locator('#escrow-choice').isVisible();
+  result.escrowRequiredVisible = await page.locator('#escrow-required').isVisible();
+  await screenshot('signed-in');
+  await page.getByLabel(/Device label/).fill('phone');
+  const click = page.getByRole('button', { name: 'Create my key' }).click();
+  if (opts.expectDownload) {
+    const [download] = await Promise.all([page.waitForEvent('download'), click]);
+    result.exportName = download.suggestedFilename();
+    result.exported = path.join(opts.out, 'downloaded.sec.asc');
+    await download.saveAs(result.exported);
+  } else {
+    await click;
+  }
+  result.statusAfterCreate = await waitStatus('is set up');
+  result.keys = await keyRows();
+  await screenshot('key-created');
+}
+
 async function decrypt(password, keyFile) {
   await page.locator('#eml').setInputFiles(opts.eml);
   await page.locator('#keyfile').setInputFiles(keyFile ? [keyFile] : []);
@@ -128,10 +161,13 @@ async function decrypt(password, keyFile) {
 
 async function read() {
   await signIn();
-  result.stored = await decrypt(opts.password);
-  await page.locator('#message').scrollIntoViewIfNeeded();
-  await screenshot('decrypted-with-stored-key');
-  result.wrongPassword = await decrypt(`${opts.password}-wrong`);
+  const stored = opts.storedKey !== false;
+  if (stored) {
+    result.stored = await decrypt(opts.password);
+    await page.locator('#message').scrollIntoViewIfNeeded();
+    await screenshot('decrypted-with-stored-key');
+  }
+  result.wrongPassword = await decrypt(`${opts.password}-wrong`, stored ? undefined : opts.keyFile);
   await screenshot('wrong-password');
   result.keyFile = await decrypt(opts.password, opts.keyFile);
   await screenshot('decrypted-with-exported-key');
@@ -139,6 +175,7 @@ async function read() {
 
 try {
   if (phase === 'setup') await setup();
+  else if (phase === 'one-key') await oneKey();
   else if (phase === 'read') await read();
   else throw new Error(`unknown phase ${phase}`);
 } catch (e) {
