@@ -35,6 +35,8 @@ const ADDR: &str = "alice@example.org";
 /// Spaces, a colon and non-ASCII: the page must build the Basic header from UTF-8 bytes.
 const PASSWORD: &str = "Correct: horse, battery staple – 9!";
 const OFFICER_PASS: &str = "officer passphrase for the browser test";
+/// The key password the officer sets when the user lost theirs.
+const NEW_KEY_PASSWORD: &str = "new key password from the officer 4417";
 const MARKER: &str = "browser-marker-5d1c";
 
 fn js_dir() -> PathBuf {
@@ -408,26 +410,71 @@ fn server_keys(env: &Env) -> Vec<Value> {
     keys.as_array().unwrap().clone()
 }
 
+/// Standard base64 with padding (a MIME body for the page to decode).
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// A message for ADDR made by the milter's transform (`sealpost encrypt --account`), to the
-/// active key `active` only, saved as `delivered.eml`. Returns its path and text.
-fn deliver(env: &Env, shots: &Path, active: &str) -> (PathBuf, String) {
-    let plain = format!(
+/// active key `active` only, saved as `delivered.eml`. Returns its path and text. `rich`:
+/// multipart/alternative with a base64 text part, and the Subject protected (moved inside).
+fn deliver(env: &Env, shots: &Path, active: &str, rich: bool) -> (PathBuf, String) {
+    let head = format!(
         "From: Bob <bob@example.net>\r\nTo: {ADDR}\r\nSubject: =?utf-8?q?Caf=C3=A9_plans?=\r\n\
          Date: Wed, 25 Nov 2026 10:00:00 +0000\r\nMessage-ID: <browser-1@example.net>\r\n\
-         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Content-Transfer-Encoding: quoted-printable\r\n\r\n\
-         Hello Alice, the marker is {MARKER}.\r\nSee you at the caf=C3=A9.\r\n"
+         MIME-Version: 1.0\r\n"
     );
+    let text = format!("Hello Alice, the marker is {MARKER}.\r\nSee you at the café.\r\n");
+    let plain = if rich {
+        let b64 = base64(text.as_bytes());
+        format!(
+            "{head}Content-Type: multipart/alternative; boundary=\"alt-1\"\r\n\r\n\
+             --alt-1\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{b64}\r\n\
+             --alt-1\r\nContent-Type: text/html; charset=utf-8\r\n\r\n\
+             <p>Hello Alice (HTML part)</p>\r\n--alt-1--\r\n"
+        )
+    } else {
+        format!(
+            "{head}Content-Type: text/plain; charset=utf-8\r\n\
+             Content-Transfer-Encoding: quoted-printable\r\n\r\n\
+             Hello Alice, the marker is {MARKER}.\r\nSee you at the caf=C3=A9.\r\n"
+        )
+    };
+    let mut args = vec!["encrypt", "--account", ADDR];
+    if rich {
+        args.push("--protect-subject");
+    }
     let sealed = ok(
         "encrypt",
-        run_with_input(
-            &mut env.sealpost(&["encrypt", "--account", ADDR]),
-            plain.as_bytes(),
-        ),
+        run_with_input(&mut env.sealpost(&args), plain.as_bytes()),
     );
     assert!(sealed.contains("multipart/encrypted"), "{sealed}");
     assert!(sealed.contains(&format!("fpr={active}")), "{sealed}");
     assert!(!sealed.contains(MARKER), "the body is in clear: {sealed}");
+    if rich {
+        assert!(
+            !sealed.contains("Caf=C3=A9_plans"),
+            "subject in clear: {sealed}"
+        );
+    }
     let eml = shots.join("delivered.eml");
     std::fs::write(&eml, &sealed).unwrap();
     (eml, sealed)
@@ -533,7 +580,7 @@ fn browser_web_client() {
     check_exported_key(&exported, &active, PASSWORD);
 
     // 3. A delivered message: the milter's transform to the account's active key.
-    let (eml, sealed) = deliver(env, shots, &active);
+    let (eml, sealed) = deliver(env, shots, &active, false);
     assert!(!sealed.contains(&inactive), "encrypted to the inactive key");
 
     // 4. Reading it in the page.
@@ -553,6 +600,59 @@ fn browser_web_client() {
     let shots_taken = setup["screenshots"].as_array().unwrap().len()
         + read["screenshots"].as_array().unwrap().len();
     assert!(shots_taken >= 8, "{setup:#} {read:#}");
+
+    // 5. The user lost the password: the officer unlocks the key with the escrowed password,
+    // protects it under a new one (escrowed again) and reinstates it; the page reads the
+    // mail with the new key password.
+    let env = &s.env;
+    std::fs::write(env.path("new-pass.txt"), format!("{NEW_KEY_PASSWORD}\n")).unwrap();
+    ok(
+        "escrow recover --reprotect",
+        env.sealpost(&[
+            "escrow",
+            "recover",
+            "--bundle",
+            "alice.bundle",
+            "--officer-key",
+            &s.officer_key,
+            "--passphrase-file",
+            "officer-pass.txt",
+            "--key",
+            &active,
+            "--reprotect",
+            "--new-password-file",
+            "new-pass.txt",
+            "--escrow-out",
+            "new-escrow.asc",
+            "--out",
+            "alice-new.asc",
+        ])
+        .output()
+        .unwrap(),
+    );
+    ok(
+        "escrow reinstate",
+        env.sealpost(&[
+            "escrow",
+            "reinstate",
+            "--account",
+            ADDR,
+            "alice-new.asc",
+            "--escrow",
+            "new-escrow.asc",
+            "--reason",
+            "browser test: new password",
+        ])
+        .output()
+        .unwrap(),
+    );
+    let mut opts = s.opts.clone();
+    opts["eml"] = Value::from(eml.display().to_string());
+    opts["keyPassword"] = Value::from(NEW_KEY_PASSWORD);
+    opts["shotStart"] = Value::from(40);
+    let reread = browser(node, "read", &opts);
+    shows_message(&reread, "stored");
+    let shots_taken = shots_taken + reread["screenshots"].as_array().unwrap().len();
     eprintln!(
         "browser_web_client: {shots_taken} screenshots in {}",
         shots.display()
@@ -615,13 +715,21 @@ fn browser_key_on_device_only() {
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0]["fingerprint"], fpr);
 
-    // Mail to that key is read in the page with the downloaded file.
-    let (eml, _) = deliver(&s.env, &s.shots, fpr);
+    // Mail to that key (multipart, protected subject) is read in the page with the
+    // downloaded file.
+    let (eml, _) = deliver(&s.env, &s.shots, fpr, true);
     opts["eml"] = Value::from(eml.display().to_string());
     opts["keyFile"] = r["exported"].clone();
     opts["storedKey"] = Value::from(false);
     let read = browser(&s.node, "read", &opts);
     shows_message(&read, "keyFile");
+    assert!(
+        !read["keyFile"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("HTML part"),
+        "the text part, not the HTML one: {read:#}"
+    );
     assert!(
         read["wrongPassword"]["error"]
             .as_str()

@@ -7,9 +7,10 @@
 //   node browser.mjs one-key '{…, "expectDownload": BOOL, "wrongSignIn": BOOL}'
 //     signs in, creates one key under the server's escrow/model policy (a download of the
 //     protected key when the server keeps none).
-//   node browser.mjs read '{…, "eml": FILE, "keyFile": FILE, "storedKey": BOOL}'
+//   node browser.mjs read '{…, "eml": FILE, "keyFile": FILE, "storedKey": BOOL, "keyPassword": PW}'
 //     signs in, opens the delivered message and decrypts it with the stored key (unless
-//     storedKey is false), with a wrong password, and with the key file.
+//     storedKey is false), with a wrong password, and with the key file (if given); the key
+//     password is keyPassword, or else the sign-in password.
 //
 // Screenshots go to OUT/NN-name.png. The result is one JSON object on stdout; any failure
 // exits non-zero with the reason (and a screenshot of the page at that moment).
@@ -32,7 +33,7 @@ page.setDefaultTimeout(60000);
 page.on('console', (m) => result.console.push(`${m.type()}: ${m.text()}`));
 page.on('pageerror', (e) => result.console.push(`pageerror: ${e.message}`));
 
-let shot = phase === 'read' ? 20 : 0;
+let shot = opts.shotStart ?? (phase === 'read' ? 20 : 0);
 async function screenshot(name) {
   shot += 1;
   const file = path.join(opts.out, `${String(shot).padStart(2, '0')}-${name}.png`);
@@ -161,16 +162,19 @@ async function decrypt(password, keyFile) {
 
 async function read() {
   await signIn();
+  const password = opts.keyPassword ?? opts.password;
   const stored = opts.storedKey !== false;
   if (stored) {
-    result.stored = await decrypt(opts.password);
+    result.stored = await decrypt(password);
     await page.locator('#message').scrollIntoViewIfNeeded();
     await screenshot('decrypted-with-stored-key');
   }
-  result.wrongPassword = await decrypt(`${opts.password}-wrong`, stored ? undefined : opts.keyFile);
+  result.wrongPassword = await decrypt(`${password}-wrong`, stored ? undefined : opts.keyFile);
   await screenshot('wrong-password');
-  result.keyFile = await decrypt(opts.password, opts.keyFile);
-  await screenshot('decrypted-with-exported-key');
+  if (opts.keyFile) {
+    result.keyFile = await decrypt(password, opts.keyFile);
+    await screenshot('decrypted-with-exported-key');
+  }
 }
 
 try {
