@@ -434,3 +434,33 @@ async fn check_warns_about_an_escrow_policy_without_officer_key() {
         );
     }
 }
+
+#[tokio::test]
+async fn check_says_whether_the_milter_answers() {
+    let env = &envs("cli_check_milter").await[0];
+    let check = |listen: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sealpost"))
+            .arg("check")
+            .env("SEALPOST_DATABASE_URL", &env.url)
+            .env("SEALPOST_MILTER_LISTEN", listen)
+            .env_remove("SEALPOST_CONFIG")
+            .current_dir(env._dir.path())
+            .output()
+            .unwrap()
+    };
+    let closed = sealpost_test_support::postfix::free_port();
+    let out = ok(&check(&format!("127.0.0.1:{closed}")));
+    assert!(
+        out.contains(&format!(
+            "warning: nothing answers on the milter address 127.0.0.1:{closed}"
+        )),
+        "{out}"
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let out = ok(&check(&addr.to_string()));
+    assert!(
+        out.contains(&format!("ok: milter answers on {addr}")),
+        "{out}"
+    );
+}

@@ -89,6 +89,7 @@ pub async fn run(loaded: &Loaded, args: CheckArgs) -> Result<ExitCode> {
             });
         }
     }
+    findings.push(milter_reachable(&config.milter.listen).await);
     let failed = findings.iter().any(|f| !f.ok);
     if args.json {
         print_json(&findings)?;
@@ -129,6 +130,28 @@ fn escrow_policy(config: &crate::config::Config, officers: usize) -> Finding {
         (mode, n) => Finding::ok(format!(
             "escrow {}: {n} active officer key(s)",
             mode.as_str()
+        )),
+    }
+}
+
+/// Whether something answers on the milter address Postfix is told to use. Not running is a
+/// warning: `check` is also run before the service is started.
+async fn milter_reachable(listen: &str) -> Finding {
+    use std::time::Duration;
+    let attempt = async {
+        match listen.strip_prefix("unix:") {
+            Some(path) => tokio::net::UnixStream::connect(path).await.map(drop),
+            None => tokio::net::TcpStream::connect(listen).await.map(drop),
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+        Ok(Ok(())) => Finding::ok(format!("milter answers on {listen}")),
+        Ok(Err(e)) => Finding::warning(format!(
+            "nothing answers on the milter address {listen} ({e}); until sealpost serve or \
+             sealpost milter runs there, Postfix defers mail (milter_default_action = tempfail)"
+        )),
+        Err(_) => Finding::warning(format!(
+            "the milter address {listen} did not answer within 2 s"
         )),
     }
 }
