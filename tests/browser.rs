@@ -666,7 +666,11 @@ fn browser_escrow_required() {
     let Some(s) = prepare("escrow-required", "escrow = \"required\"") else {
         return;
     };
-    let r = browser(&s.node, "one-key", &s.opts);
+    // Signed in and set up with the keyboard alone.
+    let mut opts = s.opts.clone();
+    opts["keyboard"] = Value::from(true);
+    let r = browser(&s.node, "one-key", &opts);
+    assert_eq!(r["focused"], "setup-title", "{r:#}");
     assert_eq!(r["escrowChoiceVisible"], false, "{r:#}");
     assert_eq!(r["escrowRequiredVisible"], true, "{r:#}");
     assert!(r["policy"].as_str().unwrap().contains("required"), "{r:#}");

@@ -29,6 +29,7 @@ function showError(text) {
 async function busy(form, message, task) {
   const buttons = form ? form.querySelectorAll('button') : [];
   buttons.forEach((b) => { b.disabled = true; });
+  document.querySelector('main').setAttribute('aria-busy', 'true');
   showError('');
   status(message);
   try {
@@ -38,6 +39,7 @@ async function busy(form, message, task) {
     showError(e.message || String(e));
   } finally {
     buttons.forEach((b) => { b.disabled = false; });
+    document.querySelector('main').removeAttribute('aria-busy');
   }
 }
 

@@ -4,7 +4,7 @@
 //   node browser.mjs setup '{"chromium":…,"url":…,"address":…,"password":…,"out":…}'
 //     signs in, creates two keys in the page (OpenPGP.js), escrowing the password, deactivates
 //     the first, exports the second's protected private key to OUT/exported.sec.asc.
-//   node browser.mjs one-key '{…, "expectDownload": BOOL, "wrongSignIn": BOOL}'
+//   node browser.mjs one-key '{…, "expectDownload": BOOL, "wrongSignIn": BOOL, "keyboard": BOOL}'
 //     signs in, creates one key under the server's escrow/model policy (a download of the
 //     protected key when the server keeps none).
 //   node browser.mjs read '{…, "eml": FILE, "keyFile": FILE, "storedKey": BOOL, "keyPassword": PW}'
@@ -67,7 +67,12 @@ async function signIn() {
   }
   await page.getByLabel('Password', { exact: true }).fill(opts.password);
   if (phase === 'setup') await screenshot('sign-in');
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  if (opts.keyboard) {
+    // Keyboard only: Enter in the password field submits the form.
+    await page.getByLabel('Password', { exact: true }).press('Enter');
+  } else {
+    await page.getByRole('button', { name: 'Sign in' }).click();
+  }
   await waitStatus('Signed in as');
   result.focused = await page.evaluate(() => document.activeElement?.id || null);
 }
@@ -126,7 +131,10 @@ async function oneKey() {
   result.escrowRequiredVisible = await page.locator('#escrow-required').isVisible();
   await screenshot('signed-in');
   await page.getByLabel(/Device label/).fill('phone');
-  const click = page.getByRole('button', { name: 'Create my key' }).click();
+  // Keyboard only: Enter in the label field submits the setup form.
+  const click = opts.keyboard
+    ? page.getByLabel(/Device label/).press('Enter')
+    : page.getByRole('button', { name: 'Create my key' }).click();
   if (opts.expectDownload) {
     const [download] = await Promise.all([page.waitForEvent('download'), click]);
     result.exportName = download.suggestedFilename();
