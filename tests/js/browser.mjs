@@ -1,5 +1,5 @@
 // Drives sealpost's reference web client (jmap-ext/web/, served at /web/) in Chromium with
-// Playwright, for tests/browser.rs. Two phases, each a fresh browser:
+// Playwright, for tests/browser.rs. Each phase runs in a fresh browser:
 //
 //   node browser.mjs setup '{"chromium":…,"url":…,"address":…,"password":…,"out":…}'
 //     signs in, creates two keys in the page (OpenPGP.js), escrowing the password, deactivates
