@@ -6,7 +6,7 @@
 //! tests/js/genkey.mjs, see make.sh there), so the policy tests need no Node; one test also
 //! generates a fresh set per run. The Node side lives in tests/js/ with its package-lock.json
 //! (OpenPGP.js 6, and OpenPGP.js 5 under the alias `openpgp-v5`); the first test that needs
-//! it runs `npm ci` there.
+//! it runs `npm ci` there unless node_modules already matches the lock file.
 //!
 //! v6 keys (RFC 9580) cannot be read by Debian's gpg 2.2, so OpenPGP.js and sequoia
 //! (in-process) are their peers here; gpg reads the mail for the v4 keys with the legacy
@@ -91,12 +91,36 @@ fn js_dir() -> PathBuf {
     workspace_root().join("tests/js")
 }
 
-/// Node with tests/js/node_modules installed from the lock file (once per test binary).
+/// Whether tests/js/node_modules holds exactly what package-lock.json pins (npm's hidden
+/// lock file in node_modules records what was installed).
+fn node_modules_current() -> bool {
+    let read = |p: PathBuf| -> Option<serde_json::Value> {
+        serde_json::from_slice(&std::fs::read(p).ok()?).ok()
+    };
+    let (Some(lock), Some(installed)) = (
+        read(js_dir().join("package-lock.json")),
+        read(js_dir().join("node_modules/.package-lock.json")),
+    ) else {
+        return false;
+    };
+    let mut wanted = lock["packages"].clone();
+    if let Some(m) = wanted.as_object_mut() {
+        m.remove("");
+    }
+    wanted == installed["packages"]
+}
+
+/// Node with tests/js/node_modules installed from the lock file: `npm ci` once per test
+/// binary, unless node_modules is already current (tests/browser.rs uses it too, and
+/// `npm ci` replaces the whole directory).
 fn node(test: &str) -> Option<PathBuf> {
     static READY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let ready = READY.get_or_init(|| {
         let node = sealpost_test_support::which("node").ok_or("`node` is not installed")?;
         let npm = sealpost_test_support::which("npm").ok_or("`npm` is not installed")?;
+        if node_modules_current() {
+            return Ok(node);
+        }
         let out = Command::new(npm)
             .args(["ci", "--no-audit", "--no-fund", "--prefer-offline"])
             .current_dir(js_dir())
