@@ -133,14 +133,32 @@ impl Postfix {
              maximal_backoff_time = 2s\n\
              smtpd_error_sleep_time = 0\n\
              # The milter settings operators copy, from deploy/postfix/main.cf.snippet:\n\
-             {snippet}\n\
-             {extra_main}\n",
+             {snippet}\n",
             queue = queue.display(),
             data = data.display(),
             base = base.display(),
             mail = maildir_base.display(),
             etc = config_dir.display(),
         );
+        // A parameter set twice makes every Postfix process warn at start-up, and postlogd
+        // then blocks writing its own warning to the socket only it reads. So `extra_main`
+        // replaces the lines it overrides instead of repeating them.
+        let key = |l: &str| l.split('=').next().map(|k| k.trim().to_string());
+        let overridden: Vec<String> = extra_main
+            .lines()
+            .filter(|l| l.contains('=') && !l.starts_with(char::is_whitespace))
+            .filter_map(key)
+            .collect();
+        let main_cf: String = main_cf
+            .lines()
+            .filter(|l| {
+                l.starts_with(char::is_whitespace)
+                    || l.starts_with('#')
+                    || !key(l).is_some_and(|k| overridden.contains(&k))
+            })
+            .chain(extra_main.lines())
+            .map(|l| format!("{l}\n"))
+            .collect();
         std::fs::write(config_dir.join("main.cf"), main_cf).unwrap();
 
         let master =
