@@ -21,13 +21,7 @@ const LOAD: usize = 300;
 fn pair(test: &str, ks: &Keystore) -> Option<(Postfix, Postfix)> {
     need_program(test, "smtp-source")?;
     let inbound = Postfix::start(test, &ks.milter_spec(), MAILBOXES)?;
-    let relay_main = format!(
-        "myhostname = relay.example.net\nvirtual_mailbox_domains =\nrelay_domains = example.org\n\
-         transport_maps = inline:{{example.org=smtp:[127.0.0.1]:{}}}\n\
-         smtp_tls_security_level = none\n",
-        inbound.smtp_port
-    );
-    let relay = Postfix::start_with(test, None, &[], &relay_main, "")?;
+    let relay = e2e::start_relay(test, inbound.smtp_port)?;
     Some((inbound, relay))
 }
 
@@ -127,35 +121,18 @@ async fn postgresql_stopped_mid_load_loses_nothing() {
     let Some(url) = fresh_postgres(test).await else {
         return;
     };
-    let admin = std::env::var("SEALPOST_TEST_PG_URL").unwrap();
-    let db = url.rsplit('/').next().unwrap().to_string();
-    let psql = move |sql: String| {
-        let out = Command::new("psql")
-            .arg(&admin)
-            .args(["-v", "ON_ERROR_STOP=1", "-qc", &sql])
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     tokio::task::spawn_blocking(move || {
         // A short cache lifetime, so lookups do reach the database during the outage.
-        let ks = Keystore::new(Some(url), "cache_ttl_secs = 0");
+        let ks = Keystore::new(Some(url.clone()), "cache_ttl_secs = 0");
         let Some((inbound, relay)) = pair(test, &ks) else {
             return;
         };
         let _milter = Milter::start(&ks);
         load(&relay);
         std::thread::sleep(Duration::from_secs(1));
-        psql(format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false"));
-        psql(format!(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
-        ));
+        e2e::set_database_reachable(&url, false);
         std::thread::sleep(Duration::from_secs(4));
-        psql(format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true"));
+        e2e::set_database_reachable(&url, true);
         all_delivered_once_encrypted(&inbound, &relay, "PostgreSQL stopped");
     })
     .await

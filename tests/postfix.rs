@@ -437,20 +437,6 @@ async fn unreachable_keystore_tempfails_then_delivers() {
     let Some(url) = fresh_postgres(test).await else {
         return;
     };
-    let db = url.rsplit('/').next().unwrap().to_string();
-    let admin = std::env::var("SEALPOST_TEST_PG_URL").unwrap();
-    let psql = |sql: &str| {
-        let out = Command::new("psql")
-            .arg(&admin)
-            .args(["-v", "ON_ERROR_STOP=1", "-qc", sql])
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     let (ks, pf) = tokio::task::spawn_blocking({
         let url = url.clone();
         move || {
@@ -466,17 +452,14 @@ async fn unreachable_keystore_tempfails_then_delivers() {
     let raw = std::fs::read(common::corpus_dir().join("plain-ascii.eml")).unwrap();
 
     // Cut the database off: no new connections, existing ones terminated.
-    psql(&format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false"));
-    psql(&format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
-    ));
+    e2e::set_database_reachable(&url, false);
     std::thread::sleep(Duration::from_secs(2));
     let r = pf.send(SENDER, &[ED], &raw);
     let rcpt = &r.rcpt[0];
     assert_eq!((rcpt.1, &rcpt.2[..5]), (451, "4.7.1"), "{r:?}");
     assert!(pf.delivered("ed").is_empty());
 
-    psql(&format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true"));
+    e2e::set_database_reachable(&url, true);
     let deadline = Instant::now() + WAIT;
     loop {
         let r = pf.send(SENDER, &[ED], &raw);
@@ -619,13 +602,7 @@ fn a_relaying_postfix_delivers_every_split_recipient() {
         return;
     };
     let _milter = Milter::start(&ks);
-    let relay_main = format!(
-        "virtual_mailbox_domains =\nrelay_domains = example.org\n\
-         transport_maps = inline:{{example.org=smtp:[127.0.0.1]:{}}}\n\
-         smtp_tls_security_level = none\n",
-        inbound.smtp_port
-    );
-    let Some(relay) = Postfix::start_with(test, None, &[], &relay_main, "") else {
+    let Some(relay) = e2e::start_relay(test, inbound.smtp_port) else {
         return;
     };
     let raw = std::fs::read(common::corpus_dir().join("base64-attachment.eml")).unwrap();

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sealpost_test_support::fixture;
-use sealpost_test_support::postfix::free_port;
+use sealpost_test_support::postfix::{free_port, Postfix};
 
 pub const ED: &str = "ed@example.org";
 pub const SQ: &str = "sq@example.org";
@@ -213,4 +213,42 @@ Content-Disposition: attachment; filename=\"big.bin\"\r\n\r\n"
     }
     raw.extend_from_slice(b"--b--\r\n");
     raw
+}
+
+/// Cuts the test database at `db_url` off (no new connections, existing ones terminated) or
+/// lets clients in again, through the admin connection of `SEALPOST_TEST_PG_URL`.
+pub fn set_database_reachable(db_url: &str, reachable: bool) {
+    let admin = std::env::var("SEALPOST_TEST_PG_URL").expect("SEALPOST_TEST_PG_URL");
+    let db = db_url.rsplit('/').next().expect("database name in the URL");
+    let mut statements = vec![format!(
+        "ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS {reachable}"
+    )];
+    if !reachable {
+        statements.push(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+        ));
+    }
+    for sql in statements {
+        let out = Command::new("psql")
+            .arg(&admin)
+            .args(["-v", "ON_ERROR_STOP=1", "-qc", &sql])
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A second Postfix, without a milter, that relays example.org to the one at
+/// `inbound_port`: a real sending MTA, which queues and retries deferred recipients.
+pub fn start_relay(test: &str, inbound_port: u16) -> Option<Postfix> {
+    let relay_main = format!(
+        "myhostname = relay.example.net\nvirtual_mailbox_domains =\nrelay_domains = example.org\n\
+         transport_maps = inline:{{example.org=smtp:[127.0.0.1]:{inbound_port}}}\n\
+         smtp_tls_security_level = none\n"
+    );
+    Postfix::start_with(test, None, &[], &relay_main, "")
 }
