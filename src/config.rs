@@ -132,6 +132,22 @@ fn validate(c: &Config) -> Result<()> {
     if c.database.url.trim().is_empty() {
         bail!("invalid configuration: database.url is empty");
     }
+    let m = &c.milter;
+    for (key, value) in [
+        ("max_recipients", m.max_recipients),
+        ("max_header_fields", m.max_header_fields),
+    ] {
+        if value == 0 {
+            bail!("invalid configuration: milter.{key} must be at least 1");
+        }
+    }
+    let most = sealpost_milter::transform::MAX_HEADER_BYTES;
+    if !(1024..=most).contains(&m.max_header_bytes) {
+        bail!(
+            "invalid configuration: milter.max_header_bytes = {} must be between 1024 and {most}",
+            m.max_header_bytes
+        );
+    }
     c.jmap
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;

@@ -32,6 +32,14 @@ pub struct MilterConfig {
     pub connection_timeout_secs: u64,
     /// Seconds in-flight messages get to finish on shutdown.
     pub shutdown_grace_secs: u64,
+    /// Most recipients accepted in one SMTP transaction; more get 452 4.5.3 and come in
+    /// another transaction.
+    pub max_recipients: usize,
+    /// Most header fields in one message; more: 552 5.3.4.
+    pub max_header_fields: usize,
+    /// Largest header section in bytes (names, values and separators); larger: 552 5.3.4.
+    /// The milter holds the header section in memory, so this bounds it.
+    pub max_header_bytes: usize,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -69,6 +77,9 @@ impl Default for MilterConfig {
             max_connections: 100,
             connection_timeout_secs: 600,
             shutdown_grace_secs: 30,
+            max_recipients: 1000,
+            max_header_fields: 1000,
+            max_header_bytes: 1024 * 1024,
         }
     }
 }

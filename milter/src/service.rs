@@ -80,6 +80,10 @@ struct Txn {
     failed: Option<String>,
     started: Option<Instant>,
     body_bytes: u64,
+    /// Recipients accepted so far.
+    recipients: usize,
+    /// Size of the header section so far, counted as name + ": " + value + CRLF.
+    header_bytes: usize,
 }
 
 /// A listener on the configured address: `HOST:PORT` or `unix:/path`.
@@ -167,13 +171,14 @@ pub async fn run(
 fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
     let s_rcpt = Arc::clone(&shared);
     let s_eoh = Arc::clone(&shared);
+    let s_header = Arc::clone(&shared);
     let s_eom = Arc::clone(&shared);
     Callbacks::new()
         .on_negotiate(|cx, _, _| Box::pin(negotiate(cx)))
         .on_connect(|cx, host, socket| Box::pin(connect(cx, host, socket)))
         .on_mail(|cx, _| Box::pin(mail(cx)))
         .on_rcpt(move |cx, args| Box::pin(rcpt(Arc::clone(&s_rcpt), cx, args)))
-        .on_header(|cx, name, value| Box::pin(header(cx, name, value)))
+        .on_header(move |cx, name, value| Box::pin(header(Arc::clone(&s_header), cx, name, value)))
         .on_eoh(move |cx| Box::pin(eoh(Arc::clone(&s_eoh), cx)))
         .on_body(|cx, chunk| Box::pin(body(cx, chunk)))
         .on_eom(move |cx| Box::pin(eom(Arc::clone(&s_eom), cx)))
@@ -235,6 +240,19 @@ fn reply<C: SetErrorReply>(reply: &mut C, code: &str, xcode: &str, text: &str) {
 }
 
 async fn rcpt(shared: Arc<Shared>, cx: &mut Context<Session>, args: Vec<CString>) -> Status {
+    let max = shared.config().max_recipients;
+    let s = session(&mut cx.data);
+    // Non-SMTP mail cannot be split, and its recipients come from local users: no limit.
+    if !s.non_smtp && s.txn.recipients >= max {
+        shared.metrics.recipient("limit");
+        reply(
+            &mut cx.reply,
+            "452",
+            "4.5.3",
+            &format!("sealpost: too many recipients (at most {max} per message); send the others in another transaction"),
+        );
+        return Status::Tempfail;
+    }
     let raw = args
         .first()
         .map(|a| a.to_string_lossy().into_owned())
@@ -296,6 +314,7 @@ async fn rcpt(shared: Arc<Shared>, cx: &mut Context<Session>, args: Vec<CString>
                 Class::Encrypt { .. } => "encrypt",
             });
             txn.class = Some(c);
+            txn.recipients += 1;
             Status::Continue
         }
         Err(current) => {
@@ -373,8 +392,37 @@ fn union(a: Vec<Cert>, pa: Option<bool>, b: Vec<Cert>, pb: Option<bool>) -> Clas
     }
 }
 
-async fn header(cx: &mut Context<Session>, name: CString, value: CString) -> Status {
+async fn header(
+    shared: Arc<Shared>,
+    cx: &mut Context<Session>,
+    name: CString,
+    value: CString,
+) -> Status {
+    let cfg = shared.config();
     let txn = &mut session(&mut cx.data).txn;
+    txn.header_bytes += name.as_bytes().len() + value.as_bytes().len() + 4;
+    let refusal = if txn.headers.len() >= cfg.max_header_fields {
+        Some(format!(
+            "sealpost: the message has more than {} header fields",
+            cfg.max_header_fields
+        ))
+    } else if txn.header_bytes > cfg.max_header_bytes {
+        Some(format!(
+            "sealpost: the message header section is larger than {} bytes",
+            cfg.max_header_bytes
+        ))
+    } else {
+        None
+    };
+    if let Some(text) = refusal {
+        let qid = queue_id(&cx.macros);
+        warn!(queue_id = %qid, fields = txn.headers.len() + 1, bytes = txn.header_bytes, "header section over the limit; message refused");
+        // The header section is held in memory until the end of headers: stop here.
+        txn.headers = Vec::new();
+        shared.metrics.message("rejected");
+        reply(&mut cx.reply, "552", "5.3.4", &text);
+        return Status::Reject;
+    }
     txn.headers
         .push((name.to_string_lossy().into_owned(), value.into_bytes()));
     Status::Continue

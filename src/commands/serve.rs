@@ -234,7 +234,7 @@ fn config_fingerprint(c: &Config) -> Vec<(&'static str, String)> {
 }
 
 /// SIGHUP: reads the configuration again. The milter's per-message settings ([milter] mixed,
-/// on_error, protect_subject, compress, spill_*) apply from the next message; anything else
+/// on_error, protect_subject, compress, spill_*, max_recipients, max_header_*) apply from the next message; anything else
 /// needs a restart and is reported as such. A configuration with errors is refused and the
 /// running settings stay.
 async fn reload_on_hangup(

@@ -31,7 +31,7 @@ use openpgp::Cert;
 
 pub use encryptor::{Decision, MessageEncryptor, Transformed};
 pub use headers::{HeaderEdit, HeaderField};
-pub use message::encrypt_message;
+pub use message::{encrypt_message, MAX_HEADER_BYTES};
 pub use skip::SkipReason;
 pub use spool::{Spool, SpoolReader, MAX_BODY_CHUNK};
 
