@@ -12,6 +12,8 @@
 //! empty line, and the original body, all byte for byte apart from CRLF line endings.
 
 mod armor;
+mod ber;
+mod cms;
 mod encryptor;
 mod headers;
 mod message;
@@ -29,6 +31,7 @@ use openpgp::packet::Key;
 use openpgp::types::Features;
 use openpgp::Cert;
 
+pub use cms::{Base64Lines, CmsOptions, CmsWriter, ContentCipher, RsaPadding};
 pub use encryptor::{Decision, MessageEncryptor, Transformed};
 pub use headers::{HeaderEdit, HeaderField};
 pub use message::{encrypt_message, MAX_HEADER_BYTES};
