@@ -607,5 +607,56 @@ fn cms_gpgsm_decrypts_rsa_pkcs1_cbc() {
         result.as_deref() == Ok(input.as_slice()),
         "gpgsm with EC recipients present: {result:?}"
     );
+    // ECDH: GnuPG 2.2 has no KeyAgreeRecipientInfo support (2.2.40 even crashes importing an
+    // EC PKCS#12). Report what this gpgsm does without requiring it.
+    let p12 = f.dir.path().join("p256-gpgsm.p12");
+    run(Command::new(&f.openssl)
+        .args(["pkcs12", "-export", "-passout", "pass:sealpost"])
+        .args([
+            "-keypbe",
+            "PBE-SHA1-3DES",
+            "-certpbe",
+            "PBE-SHA1-3DES",
+            "-macalg",
+            "sha1",
+        ])
+        .arg("-inkey")
+        .arg(&f.p256.key)
+        .arg("-in")
+        .arg(&f.p256.cert)
+        .arg("-out")
+        .arg(&p12));
+    let out = support::run_with_input(
+        Command::new(&gpgsm)
+            .env("GNUPGHOME", home.path())
+            .args([
+                "--batch",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase-fd",
+                "0",
+            ])
+            .arg("--import")
+            .arg(&p12),
+        b"sealpost\n",
+    );
+    if out.status.success() {
+        for cipher in CIPHERS {
+            let opts = options(Kind::EcP256, cipher);
+            let der = encrypt(std::slice::from_ref(&f.p256.x509), opts, &input, PIECES);
+            match gpgsm_decrypt(&gpgsm, home.path(), f, &der) {
+                Ok(plain) => {
+                    assert!(plain == input, "EC P-256 {cipher:?}: gpgsm output differs");
+                    report.push(format!("EC P-256 {cipher:?}: decrypts"));
+                }
+                Err(e) => report.push(format!("EC P-256 {cipher:?}: fails: {e}")),
+            }
+        }
+    } else {
+        report.push(format!(
+            "EC P-256: the PKCS#12 import fails ({})",
+            out.status
+        ));
+    }
     println!("gpgsm:\n  {}", report.join("\n  "));
 }
