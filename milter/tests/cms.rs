@@ -483,11 +483,35 @@ fn cms_streams_50_mb_in_bounded_memory() {
 // ---------------------------------------------------------------------------------------
 // gpgsm (GnuPG 2.2).
 
-fn gpgsm_home(f: &Fixture, gpgsm: &Path) -> tempfile::TempDir {
+/// A GNUPGHOME whose gpg-agent is stopped when the test ends, passed or not.
+struct GnupgHome(tempfile::TempDir);
+
+impl GnupgHome {
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for GnupgHome {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(self.0.path())
+            .args(["--kill", "gpg-agent"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn gpgsm_home(f: &Fixture, gpgsm: &Path) -> GnupgHome {
+    // Under /tmp: the agent socket path must stay short.
     let home = tempfile::Builder::new()
         .prefix("gh")
         .tempdir_in("/tmp")
         .unwrap();
+    let home = GnupgHome(home);
     std::fs::write(
         home.path().join("gpg-agent.conf"),
         "allow-loopback-pinentry\n",
