@@ -64,6 +64,11 @@ pub struct LogConfig {
     pub level: String,
     /// "text" or "json".
     pub format: LogFormat,
+    /// Also append every log line to this file ("" = stderr only); `%p` becomes the
+    /// process id.
+    pub file: String,
+    /// Filter for the file copy; "" = the same as stderr's.
+    pub file_level: String,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -78,6 +83,8 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: LogFormat::Text,
+            file: String::new(),
+            file_level: String::new(),
         }
     }
 }
@@ -331,8 +338,14 @@ mod tests {
         // Optional keys have no default value to serialize.
         keys.push(("milter".into(), "spill_dir".into()));
         keys.extend(
-            [("metrics", "listen"), ("log", "level"), ("log", "format")]
-                .map(|(a, b)| (a.into(), b.into())),
+            [
+                ("metrics", "listen"),
+                ("log", "level"),
+                ("log", "format"),
+                ("log", "file"),
+                ("log", "file_level"),
+            ]
+            .map(|(a, b)| (a.into(), b.into())),
         );
         for (section, key) in keys {
             let body = example

@@ -24,7 +24,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         return man::write(dir);
     }
     let loaded = config::load(cli.config.as_deref())?;
-    init_logging(&loaded.config);
+    init_logging(&loaded.config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -76,19 +76,80 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-fn init_logging(config: &Config) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SEALPOST_LOG")
-        // sqlx reports routine PostgreSQL notices (e.g. "already exists, skipping") at info.
-        .or_else(|_| EnvFilter::try_new(format!("{},sqlx=warn", config.log.level)))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match config.log.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+/// Logs to stderr (which journald reads) and, with `[log] file`, also appends every line to
+/// that file. Fails only when the file cannot be opened.
+fn init_logging(config: &Config) -> Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer, Registry};
+    type Boxed = Box<dyn Layer<Registry> + Send + Sync>;
+    // sqlx reports routine PostgreSQL notices (e.g. "already exists, skipping") at info.
+    let configured = |level: &str| EnvFilter::try_new(format!("{level},sqlx=warn"));
+    let stderr_filter = || {
+        EnvFilter::try_from_env("SEALPOST_LOG")
+            .or_else(|_| configured(&config.log.level))
+            .unwrap_or_else(|_| EnvFilter::new("info"))
     };
+    let json = config.log.format == LogFormat::Json;
+    // The file copy never has colour codes; stderr keeps tracing-subscriber's default.
+    let layer = |writer: tracing_subscriber::fmt::writer::BoxMakeWriter, file: bool| -> Boxed {
+        let mut fmt = tracing_subscriber::fmt::layer().with_writer(writer);
+        if file {
+            fmt = fmt.with_ansi(false);
+        }
+        if json {
+            fmt.json().boxed()
+        } else {
+            fmt.boxed()
+        }
+    };
+    let mut layers: Vec<Boxed> = vec![layer(
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+        false,
+    )
+    .with_filter(stderr_filter())
+    .boxed()];
+    if !config.log.file.is_empty() {
+        let path = log_file_path(&config.log.file, std::process::id());
+        let file = open_log_file(&path)
+            .with_context(|| format!("cannot open log file {} ([log] file)", path.display()))?;
+        let filter = if config.log.file_level.is_empty() {
+            stderr_filter()
+        } else {
+            configured(&config.log.file_level).with_context(|| {
+                format!(
+                    "invalid configuration: log.file_level = {:?}",
+                    config.log.file_level
+                )
+            })?
+        };
+        layers.push(
+            layer(
+                tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(file)),
+                true,
+            )
+            .with_filter(filter)
+            .boxed(),
+        );
+    }
+    let _ = tracing_subscriber::registry().with(layers).try_init();
+    Ok(())
+}
+
+/// `[log] file` with `%p` replaced by the process id.
+fn log_file_path(pattern: &str, pid: u32) -> std::path::PathBuf {
+    pattern.replace("%p", &pid.to_string()).into()
+}
+
+/// Opened for appending (O_APPEND): each event is written with one write() call, so
+/// processes sharing a file do not split each other's lines.
+fn open_log_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
 }
 
 pub fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
@@ -111,5 +172,17 @@ mod tests {
         );
         assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(super::redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn log_file_path_takes_the_pid() {
+        assert_eq!(
+            super::log_file_path("/var/log/sealpost-%p.log", 42),
+            std::path::PathBuf::from("/var/log/sealpost-42.log")
+        );
+        assert_eq!(
+            super::log_file_path("/var/log/sealpost.log", 42),
+            std::path::PathBuf::from("/var/log/sealpost.log")
+        );
     }
 }
