@@ -10,6 +10,7 @@ pub mod protection;
 pub mod secrets;
 pub mod settings;
 pub mod store;
+pub mod x509;
 
 pub use address::{Address, LocalPartMatch, LookupConfig};
 pub use policy::{CertInfo, KeyKind, PolicyConfig, PolicyError};

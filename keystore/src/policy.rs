@@ -18,25 +18,28 @@ use serde::{Deserialize, Serialize};
 
 use crate::address::Address;
 
-/// The kind of a recipient key. Only OpenPGP certificates exist today; the kind is stored
-/// with every key so X.509 certificates (S/MIME) can join without a schema change.
+/// The kind of a recipient key: an OpenPGP certificate or an X.509 certificate (S/MIME).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyKind {
     #[serde(rename = "openpgp")]
     OpenPgp,
+    #[serde(rename = "x509")]
+    X509,
 }
 
 impl KeyKind {
     pub fn as_str(self) -> &'static str {
         match self {
             KeyKind::OpenPgp => "openpgp",
+            KeyKind::X509 => "x509",
         }
     }
 
     pub fn parse(s: &str) -> Option<KeyKind> {
         match s {
             "openpgp" => Some(KeyKind::OpenPgp),
+            "x509" => Some(KeyKind::X509),
             _ => None,
         }
     }
@@ -50,6 +53,9 @@ pub struct PolicyConfig {
     pub require_uid_match: bool,
     /// Smallest RSA modulus accepted, in bits.
     pub min_rsa_bits: usize,
+    /// PEM bundle of the CAs S/MIME certificates must chain to. Unset: self-signed and
+    /// private-CA certificates are accepted.
+    pub smime_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for PolicyConfig {
@@ -57,6 +63,7 @@ impl Default for PolicyConfig {
         PolicyConfig {
             require_uid_match: true,
             min_rsa_bits: 2048,
+            smime_ca_file: None,
         }
     }
 }
@@ -87,6 +94,40 @@ pub enum PolicyError {
     UnsupportedAlgorithm(String),
     #[error("no user ID of the key matches the account's addresses ({0})")]
     NoMatchingUserId(String),
+    #[error("the file is a PKCS#12 bundle with a private key; upload only the certificate (openssl pkcs12 -in FILE -nokeys -clcerts); nothing was stored")]
+    Pkcs12Bundle,
+    #[error("the file holds a private key; upload only the certificate (openssl x509 -in FILE), never the private key; nothing was stored")]
+    PrivateKey,
+    #[error("not an X.509 certificate: {0}")]
+    NotCertificate(String),
+    #[error("the certificate expired on {0}")]
+    CertExpired(String),
+    #[error("the certificate is not valid before {0}")]
+    CertNotYetValid(String),
+    #[error(
+        "the certificate's public key is {0}; S/MIME encryption needs RSA or EC on P-256 or P-384"
+    )]
+    CertAlgorithm(String),
+    #[error("the certificate's keyUsage allows only {has}; S/MIME encryption to {key} key needs {needs}")]
+    CertKeyUsage {
+        has: String,
+        key: &'static str,
+        needs: &'static str,
+    },
+    #[error("the certificate's extendedKeyUsage allows only {0}; S/MIME needs emailProtection")]
+    CertExtendedKeyUsage(String),
+    #[error("the certificate is a CA certificate (basicConstraints cA=true); upload the certificate of the mailbox itself")]
+    CertIsCa,
+    #[error("the certificate names no email address (subjectAltName rfc822Name or subject emailAddress)")]
+    CertNoAddress,
+    #[error(
+        "no email address of the certificate ({cert}) matches the account's addresses ({account})"
+    )]
+    NoMatchingCertAddress { cert: String, account: String },
+    #[error("the certificate does not verify against the configured S/MIME CA file: {0}")]
+    CertChain(String),
+    #[error("the S/MIME CA file cannot be used: {0}")]
+    CaFile(String),
 }
 
 /// What the keystore records about an accepted certificate.
@@ -159,6 +200,11 @@ pub fn parse_public_cert(bytes: &[u8]) -> Result<Cert, PolicyError> {
     // handled further than this check.
     if contains(bytes, b"-----BEGIN PGP PRIVATE KEY BLOCK-----") {
         return Err(PolicyError::SecretKey);
+    }
+    match crate::x509::detect(bytes) {
+        crate::x509::Detected::Pkcs12 => return Err(PolicyError::Pkcs12Bundle),
+        crate::x509::Detected::PrivateKey => return Err(PolicyError::PrivateKey),
+        _ => {}
     }
     let parser = CertParser::from_bytes(bytes).map_err(|e| PolicyError::Unparsable(short(&e)))?;
     let mut certs = Vec::new();
@@ -352,6 +398,37 @@ pub fn accept_public_key(
     let cert = parse_public_cert(bytes)?;
     let info = check_cert(&cert, addresses, now, config)?;
     Ok((cert, info))
+}
+
+/// A key accepted by [`accept_key`].
+#[derive(Clone, Debug)]
+pub enum AcceptedKey {
+    OpenPgp(Box<Cert>),
+    X509(openssl::x509::X509),
+}
+
+/// Parses and checks uploaded key bytes of either kind: X.509 certificates (PEM or DER) go
+/// through [`crate::x509::accept_certificate`], everything else through
+/// [`accept_public_key`]. PKCS#12 bundles and private keys are refused.
+pub fn accept_key(
+    bytes: &[u8],
+    addresses: &[Address],
+    now: SystemTime,
+    config: &PolicyConfig,
+) -> Result<(AcceptedKey, CertInfo), PolicyError> {
+    use crate::x509::{self, Detected};
+    match x509::detect(bytes) {
+        Detected::X509 => {
+            let (cert, info) = x509::accept_certificate(bytes, addresses, now, config)?;
+            Ok((AcceptedKey::X509(cert), info))
+        }
+        Detected::Pkcs12 => Err(PolicyError::Pkcs12Bundle),
+        Detected::PrivateKey => Err(PolicyError::PrivateKey),
+        Detected::OpenPgp | Detected::Unknown => {
+            let (cert, info) = accept_public_key(bytes, addresses, now, config)?;
+            Ok((AcceptedKey::OpenPgp(Box::new(cert)), info))
+        }
+    }
 }
 
 /// Policy used by callers that want to ask sequoia directly (e.g. the encryptor).

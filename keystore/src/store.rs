@@ -618,9 +618,12 @@ impl Keystore {
                 )))
             }
         };
-        let (_cert, info) =
-            policy::accept_public_key(bytes, &addresses, SystemTime::now(), &self.policy)?;
-        let armored = armored_text(bytes)?;
+        let (key, info) = policy::accept_key(bytes, &addresses, SystemTime::now(), &self.policy)?;
+        // OpenPGP keys are kept armored; X.509 certificates as PEM.
+        let armored = match &key {
+            policy::AcceptedKey::OpenPgp(_) => armored_text(bytes)?,
+            policy::AcceptedKey::X509(cert) => crate::x509::to_pem(cert),
+        };
 
         let mut tx = self.begin().await?;
         let account_id = match existing {
