@@ -196,7 +196,7 @@ pub fn big_message(mb: usize) -> Vec<u8> {
     let mut raw = b"From: Big <big@example.net>\r\nTo: <ed@example.org>\r\nSubject: big\r\n\
 Date: Tue, 25 Nov 2025 10:00:00 +0000\r\nMessage-ID: <big@example.net>\r\n\
 MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
-Content-Type: text/plain\r\n\r\nsee attachment\r\n--b\r\n\
+Content-Type: text/plain\r\n\r\nsee attachment (sealpost-body-marker)\r\n--b\r\n\
 Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\
 Content-Disposition: attachment; filename=\"big.bin\"\r\n\r\n"
         .to_vec();

@@ -72,6 +72,9 @@ pub async fn fresh_postgres(test: &str) -> Option<String> {
 }
 
 pub mod postfix;
+pub mod secrets;
+
+pub use secrets::{capture_logs, register_private_key, register_secret};
 
 pub fn random_hex(bytes: usize) -> String {
     use rand::RngCore;
