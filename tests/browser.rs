@@ -21,7 +21,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use sealpost_test_support::{missing, need_program, run_with_input, which, workspace_root};
+use sealpost_test_support::{
+    missing, need_program, register_private_key, run_with_input, which, workspace_root,
+};
 use sequoia_openpgp as openpgp;
 
 use openpgp::crypto::Password;
@@ -307,6 +309,7 @@ fn prepare(test: &str, keys: &str) -> Option<Setup> {
     .unwrap();
     let officer_pub = officer["public_key"].as_str().unwrap();
     let officer_key = officer["secret_key"].as_str().unwrap().to_string();
+    register_private_key(&std::fs::read_to_string(env.path(&officer_key)).unwrap());
     ok(
         "escrow officer-add",
         env.sealpost(&["escrow", "officer-add", officer_pub])
@@ -587,6 +590,7 @@ fn browser_web_client() {
     opts["wrongSignIn"] = Value::from(false);
     opts["eml"] = Value::from(eml.display().to_string());
     opts["keyFile"] = Value::from(exported.display().to_string());
+    register_private_key(&std::fs::read_to_string(&exported).unwrap());
     let read = browser(node, "read", &opts);
     shows_message(&read, "stored");
     shows_message(&read, "keyFile");
@@ -724,6 +728,7 @@ fn browser_key_on_device_only() {
     let (eml, _) = deliver(&s.env, &s.shots, fpr, true);
     opts["eml"] = Value::from(eml.display().to_string());
     opts["keyFile"] = r["exported"].clone();
+    register_private_key(&std::fs::read_to_string(r["exported"].as_str().unwrap()).unwrap());
     opts["storedKey"] = Value::from(false);
     let read = browser(&s.node, "read", &opts);
     shows_message(&read, "keyFile");

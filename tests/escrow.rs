@@ -18,7 +18,9 @@ use sealpost_keystore::protection::{
     encrypt_to_officers, verify_escrow, verify_private_key, ProtectionConfig,
 };
 use sealpost_keystore::{Actor, Address, DatabaseConfig, Keystore, LookupConfig, PolicyConfig};
-use sealpost_test_support::{fixture, fresh_postgres, need_program};
+use sealpost_test_support::{
+    capture_logs, fixture, fresh_postgres, need_program, register_private_key, register_secret,
+};
 use sequoia_openpgp as openpgp;
 
 use openpgp::parse::Parse;
@@ -322,6 +324,7 @@ fn gpg_protected_key(env: &Env, uid: &str, name: &str, pass: &str) -> (PathBuf, 
         env.path(&format!("{name}.sec.asc")),
     );
     std::fs::write(&p, public.stdout).unwrap();
+    register_private_key(&String::from_utf8_lossy(&secret.stdout));
     std::fs::write(&s, secret.stdout).unwrap();
     (p, s)
 }
@@ -347,6 +350,7 @@ async fn setup_plain(env: &Env) -> (String, String, String) {
         .join(r["secret_key"].as_str().unwrap())
         .display()
         .to_string();
+    register_private_key(&std::fs::read_to_string(&secret).unwrap());
     let public = env
         .dir
         .path()
@@ -966,6 +970,7 @@ async fn argon2_v6_key_recovers_and_is_reprotected_with_argon2() {
             "--json",
         ]));
         let officer_key = env.path(r["secret_key"].as_str().unwrap());
+        register_private_key(&std::fs::read_to_string(&officer_key).unwrap());
         let public = env.path(r["public_key"].as_str().unwrap());
         ok(&env.sealpost(&["escrow", "officer-add", public.to_str().unwrap()]));
 
@@ -1665,6 +1670,7 @@ fn decrypt_maildir_delivered_by_postfix_through_the_milter() {
     ]);
     let init: serde_json::Value = serde_json::from_slice(&init.stdout).unwrap();
     let officer_key = dir.join(init["secret_key"].as_str().unwrap());
+    register_private_key(&std::fs::read_to_string(&officer_key).unwrap());
     run(&[
         "escrow",
         "officer-add",
@@ -1868,6 +1874,8 @@ async fn http(
 async fn jmap_clients_store_escrows_the_officer_recovers_them() {
     use sealpost_jmap::{AuthConfig, JmapConfig, JmapState, CAP_CORE, CAP_KEYS};
     use serde_json::json;
+    // The service runs in this process: its log is captured like the binary's.
+    capture_logs();
     if need_program("escrow_jmap", "gpg").is_none() {
         return;
     }
@@ -1884,6 +1892,7 @@ async fn jmap_clients_store_escrows_the_officer_recovers_them() {
         ]));
         let officer = r["fingerprint"].as_str().unwrap().to_string();
         let officer_key = env.path(r["secret_key"].as_str().unwrap());
+        register_private_key(&std::fs::read_to_string(&officer_key).unwrap());
         ok(&env.sealpost(&[
             "escrow",
             "officer-add",
@@ -1999,6 +2008,7 @@ async fn jmap_clients_store_escrows_the_officer_recovers_them() {
             .as_str()
             .unwrap_or_else(|| panic!("{r:?}"))
             .to_string();
+        register_secret(&ben_password);
 
         // The officer exports both and recovers both passwords offline.
         ok(&env.sealpost(&[

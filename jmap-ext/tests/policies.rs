@@ -234,6 +234,7 @@ async fn server_key_generation() {
             )
             .await;
         let password = r["password"].as_str().unwrap().to_string();
+        sealpost_test_support::register_secret(&password);
         let id = r["id"].as_str().unwrap().to_string();
         assert!(password.len() >= 32);
         assert_eq!(r["newState"]["PrivateKey"], "2", "{r}");

@@ -32,6 +32,7 @@ pub fn actor() -> Actor {
 
 /// A keystore per backend, labelled.
 pub async fn backends(test: &str) -> Vec<(&'static str, Keystore, Option<tempfile::TempDir>)> {
+    sealpost_test_support::capture_logs();
     let dir = tempfile::tempdir().unwrap();
     let sqlite = DatabaseConfig {
         url: format!("sqlite://{}/ks.db", dir.path().display()),
@@ -77,6 +78,7 @@ impl Drop for Server {
 }
 
 pub async fn start(ks: Keystore, config: JmapConfig, auth: AuthConfig) -> Server {
+    sealpost_test_support::capture_logs();
     let state = JmapState::new(ks.clone(), config, auth).expect("valid config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -109,12 +111,14 @@ pub struct Keys {
 }
 
 fn gen(uid: &str, password: Option<&str>) -> Cert {
-    CertBuilder::general_purpose(Some(uid))
+    let cert = CertBuilder::general_purpose(Some(uid))
         .set_cipher_suite(CipherSuite::Cv25519)
         .set_password(password.map(Password::from))
         .generate()
         .unwrap()
-        .0
+        .0;
+    sealpost_test_support::register_private_key(&secret(&cert));
+    cert
 }
 
 pub fn keys() -> &'static Keys {

@@ -60,6 +60,7 @@ fn read_dir_eml(dir: PathBuf) -> Vec<(String, Vec<u8>)> {
 
 /// The messages that must be encrypted.
 pub fn corpus() -> Vec<(String, Vec<u8>)> {
+    sealpost_test_support::capture_logs();
     let c = read_dir_eml(corpus_dir());
     assert!(c.len() >= 15, "corpus incomplete");
     c
@@ -118,6 +119,7 @@ pub const ALL_KEYS: [KeyKind; 3] = [KeyKind::Cv25519, KeyKind::Rsa3k, KeyKind::V
 
 /// A secret test key of the given kind, generated once per test binary.
 pub fn test_key(kind: KeyKind) -> &'static Cert {
+    sealpost_test_support::capture_logs();
     static KEYS: [OnceLock<Cert>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
     let (slot, suite, profile) = match kind {
         KeyKind::Cv25519 => (0, CipherSuite::Cv25519, Profile::RFC4880),
@@ -133,6 +135,13 @@ pub fn test_key(kind: KeyKind) -> &'static Cert {
                 .set_creation_time(SystemTime::now() - std::time::Duration::from_secs(3600))
                 .generate()
                 .expect("key generation");
+        use openpgp::serialize::SerializeInto;
+        let armored = cert
+            .as_tsk()
+            .armored()
+            .to_vec()
+            .expect("armor");
+        sealpost_test_support::register_private_key(&String::from_utf8_lossy(&armored));
         cert
     })
 }
