@@ -9,9 +9,9 @@ use sealpost_keystore::Address;
 #[command(
     name = "sealpost",
     version,
-    about = "Encrypts mail at delivery to the mailbox owner's OpenPGP key",
+    about = "Encrypts mail at delivery to the mailbox owner's OpenPGP key or S/MIME certificate",
     long_about = "sealpost encrypts every inbound message to the mailbox owner's OpenPGP public key \
-before Postfix queues it, and keeps the keys in a keystore (SQLite by default, or PostgreSQL).",
+or S/MIME (X.509) certificate before Postfix queues it, and keeps the keys in a keystore (SQLite by default, or PostgreSQL).",
     after_help = "Examples:\n  sealpost --config /etc/sealpost/sealpost.toml check\n  \
 sealpost keys import alice@example.org alice.asc\n  sealpost keys list --json"
 )]
@@ -98,7 +98,8 @@ sealpost escrow reinstate --account alice@example.org alice-new.asc --reason \"t
 #[derive(Args, Debug)]
 #[command(group = clap::ArgGroup::new("recipients").required(true).multiple(true))]
 pub struct EncryptArgs {
-    /// Encrypt to the OpenPGP certificate in this file (repeatable).
+    /// Encrypt to the OpenPGP certificate or X.509 (S/MIME) certificate in this file
+    /// (repeatable; all of one kind).
     #[arg(long = "to", value_name = "KEYFILE", group = "recipients")]
     pub to: Vec<PathBuf>,
     /// Encrypt to the active keys of this account in the keystore (repeatable).
@@ -147,7 +148,8 @@ pub struct MaildirDecryptArgs {
     /// The Maildir with sealpost-encrypted mail (only read).
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
-    /// Your secret key (armored or binary OpenPGP), as exported by the webmail or gpg.
+    /// Your secret key (armored or binary OpenPGP, as exported by the webmail or gpg), or
+    /// your S/MIME key as a password-protected PKCS#12 (.p12) bundle.
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
     /// Read the key's passphrase from this file instead of the terminal.
@@ -222,10 +224,13 @@ standard input when it is not a terminal:\n  printf '%s\\n' \"$PW\" | sealpost a
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCmd {
-    /// Import an OpenPGP public key for an address (creates the account when missing).
+    /// Import an OpenPGP public key or an S/MIME (X.509) certificate for an address
+    /// (creates the account when missing).
     #[command(
-        after_help = "FILE may be armored or binary; '-' reads standard input.\n\n\
-Example:\n  gpg --export --armor alice@example.org | sealpost keys import alice@example.org -"
+        after_help = "FILE may be an armored or binary OpenPGP key, or a PEM or DER X.509 \
+certificate (the kind is detected from the content); '-' reads standard input.\n\n\
+Examples:\n  gpg --export --armor alice@example.org | sealpost keys import alice@example.org -\n  \
+sealpost keys import alice@example.org alice-smime.pem"
     )]
     Import {
         #[arg(value_parser = parse_address)]

@@ -8,12 +8,12 @@ use serde::Deserialize;
 
 use sealpost_jmap::{AuthConfig, JmapConfig};
 use sealpost_keystore::{DatabaseConfig, LookupConfig, PolicyConfig};
-use sealpost_milter::MilterConfig;
+use sealpost_milter::{MilterConfig, SmimeConfig};
 
 /// Top-level sections, in the order of deploy/sealpost.example.toml. Only environment
 /// variables naming one of these are treated as overrides.
 pub const SECTIONS: &[&str] = &[
-    "database", "lookup", "policy", "milter", "jmap", "auth", "metrics", "log",
+    "database", "lookup", "policy", "smime", "milter", "jmap", "auth", "metrics", "log",
 ];
 
 /// Sub-tables an environment override can reach: `SEALPOST_AUTH_IMAP_SERVER` sets
@@ -34,6 +34,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub lookup: LookupConfig,
     pub policy: PolicyConfig,
+    pub smime: SmimeConfig,
     pub milter: MilterConfig,
     pub jmap: JmapConfig,
     pub auth: AuthConfig,
@@ -112,16 +113,20 @@ pub fn load(path: Option<&Path>) -> Result<Loaded> {
         None => toml::Table::new(),
     };
     apply_env(&mut table, std::env::vars())?;
-    let config: Config = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| {
-            anyhow::anyhow!(
-                "invalid configuration{}: {}",
-                path.map(|p| format!(" in {}", p.display()))
-                    .unwrap_or_default(),
-                one_line(e.message())
-            )
-        })?;
+    let mut config: Config =
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                anyhow::anyhow!(
+                    "invalid configuration{}: {}",
+                    path.map(|p| format!(" in {}", p.display()))
+                        .unwrap_or_default(),
+                    one_line(e.message())
+                )
+            })?;
+    // [smime] settings live with the parts that use them.
+    config.milter.smime = config.smime.cms_options();
+    config.policy.smime_ca_file = config.smime.ca_file();
     validate(&config)?;
     Ok(Loaded {
         config,

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::bundle::Bundle;
 use crate::officer::OfficerSecret;
-use crate::recover::{escrowed_password, unlock_private_key, RecoverError};
+use crate::recover::{escrowed_password, unlock_stored, RecoverError};
 
 /// The verdict for one key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -68,7 +68,7 @@ pub fn drill(
             match escrowed_password(officer, e) {
                 Err(RecoverError::NoEscrow) => (Verdict::EscrowMissing, None),
                 Err(err) => (Verdict::EscrowUndecryptable, Some(err.to_string())),
-                Ok(pw) => match unlock_private_key(&e.private_key, &pw) {
+                Ok(pw) => match unlock_stored(&e.private_key, &pw) {
                     Ok(_) => (Verdict::Ok, None),
                     Err(RecoverError::WrongPassword) => (Verdict::PasswordWrong, None),
                     Err(err) => (Verdict::KeyMissing, Some(err.to_string())),

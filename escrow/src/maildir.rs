@@ -2,7 +2,7 @@
 //!
 //! The source is only read. Every file is copied to the same relative path under the
 //! destination; messages that sealpost encrypted (an `X-Sealpost: encrypted` trace field on a
-//! PGP/MIME message) to the given key are replaced by the original message rebuilt from the
+//! PGP/MIME or S/MIME message) to the given key are replaced by the original message rebuilt from the
 //! encrypted payload, everything else is copied byte for byte.
 //!
 //! Rebuilding inverts the transform: the outer header fields stay in order, the trace field
@@ -20,10 +20,10 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use openpgp::Cert;
-use sequoia_openpgp as openpgp;
 use serde::Serialize;
 
+use crate::recover::UnlockedKey;
+use crate::smime::SmimeKey;
 use crate::symmetric::{DecryptError, Keyring};
 
 /// Largest message decrypted (larger ones are copied and reported).
@@ -47,7 +47,7 @@ pub struct MaildirReport {
 pub fn decrypt_maildir(
     src: &Path,
     dst: &Path,
-    key: &Cert,
+    key: &UnlockedKey,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<MaildirReport> {
     if !src.is_dir() {
@@ -89,7 +89,10 @@ pub fn decrypt_maildir(
     for d in &dirs {
         mkdir(&dst.join(d))?;
     }
-    let keyring = Keyring::from_certs([key]);
+    let key = match key {
+        UnlockedKey::OpenPgp(cert) => MailKey::OpenPgp(Keyring::from_certs([cert.as_ref()])),
+        UnlockedKey::Smime(k) => MailKey::Smime(k),
+    };
     let mut report = MaildirReport::default();
     let total = files.len() as u64;
     for (i, rel) in files.iter().enumerate() {
@@ -101,12 +104,12 @@ pub fn decrypt_maildir(
             .and_then(|p| p.file_name())
             .is_some_and(|n| n == "cur" || n == "new");
         let output = if in_mail_dir && is_sealpost_encrypted(&data) {
-            match decrypt_message(&data, &keyring) {
+            match decrypt_message(&data, &key) {
                 Ok(plain) => {
                     report.decrypted += 1;
                     plain
                 }
-                Err(MessageError::Decrypt(DecryptError::NotForUs(_))) => {
+                Err(MessageError::Decrypt(DecryptError::NotForUs(_)) | MessageError::OtherKey) => {
                     report.other_key += 1;
                     data
                 }
@@ -173,15 +176,26 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
 pub enum MessageError {
     Malformed(&'static str),
     Decrypt(DecryptError),
+    /// A message that is not encrypted to this key (another format or certificate).
+    OtherKey,
+    Smime(String),
 }
 
 impl std::fmt::Display for MessageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            MessageError::Malformed(why) => write!(f, "malformed PGP/MIME message: {why}"),
+            MessageError::Malformed(why) => write!(f, "malformed encrypted message: {why}"),
             MessageError::Decrypt(e) => e.fmt(f),
+            MessageError::OtherKey => write!(f, "the message is encrypted to another key"),
+            MessageError::Smime(why) => f.write_str(why),
         }
     }
+}
+
+/// The key a Maildir is decrypted with.
+pub enum MailKey<'a> {
+    OpenPgp(Keyring),
+    Smime(&'a SmimeKey),
 }
 
 /// One header field as it appears (folds included, line ending excluded).
@@ -264,19 +278,74 @@ fn strip_eol(b: &[u8]) -> &[u8] {
     b.strip_suffix(b"\r").unwrap_or(b)
 }
 
-/// True for a PGP/MIME message carrying sealpost's `encrypted` trace field.
+/// True for a PGP/MIME or S/MIME message carrying sealpost's `encrypted` trace field.
 pub fn is_sealpost_encrypted(data: &[u8]) -> bool {
     let (fields, _) = split_message(data);
     let traced = fields
         .iter()
         .any(|f| f.is("X-Sealpost") && f.value().starts_with(b"encrypted"));
-    let pgp_mime = fields.iter().any(|f| {
-        f.is("Content-Type")
-            && f.value()
-                .to_ascii_lowercase()
-                .starts_with(b"multipart/encrypted")
-    });
-    traced && pgp_mime
+    traced && outer_format(&fields).is_some()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    PgpMime,
+    Smime,
+}
+
+fn outer_format(fields: &[Field]) -> Option<Format> {
+    let ct = fields.iter().find(|f| f.is("Content-Type"))?;
+    let v = ct.value().to_ascii_lowercase();
+    if v.starts_with(b"multipart/encrypted") {
+        Some(Format::PgpMime)
+    } else if v.starts_with(b"application/pkcs7-mime") {
+        Some(Format::Smime)
+    } else {
+        None
+    }
+}
+
+/// The encrypted payload of a sealpost message: the MIME entity the transform encrypted.
+fn payload(outer: &[Field], body: &[u8], key: &MailKey) -> Result<Vec<u8>, MessageError> {
+    match (outer_format(outer), key) {
+        (Some(Format::PgpMime), MailKey::OpenPgp(keyring)) => {
+            let begin = find(body, b"-----BEGIN PGP MESSAGE-----")
+                .ok_or(MessageError::Malformed("no armored OpenPGP message"))?;
+            let end_marker = b"-----END PGP MESSAGE-----";
+            let end = find(&body[begin..], end_marker)
+                .map(|e| begin + e + end_marker.len())
+                .ok_or(MessageError::Malformed("the armored message is cut off"))?;
+            keyring
+                .decrypt(&body[begin..end], MAX_MESSAGE)
+                .map_err(MessageError::Decrypt)
+        }
+        (Some(Format::Smime), MailKey::Smime(k)) => {
+            // The trace field names the certificates: mail for another one is no error.
+            let for_us = outer.iter().any(|f| {
+                f.is("X-Sealpost")
+                    && String::from_utf8_lossy(f.value())
+                        .split("fpr=")
+                        .nth(1)
+                        .is_some_and(|ids| ids.split(',').any(|id| id.trim() == k.id))
+            });
+            if !for_us {
+                return Err(MessageError::OtherKey);
+            }
+            let b64: Vec<u8> = body
+                .iter()
+                .copied()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
+            use base64::Engine;
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(&b64)
+                .map_err(|_| MessageError::Malformed("the S/MIME body is not base64"))?;
+            crate::smime::decrypt_cms(&der, k).map_err(MessageError::Smime)
+        }
+        // A message of the other format is for another key of the account.
+        (Some(_), _) => Err(MessageError::OtherKey),
+        (None, _) => Err(MessageError::Malformed("not a PGP/MIME or S/MIME message")),
+    }
 }
 
 /// The Content-Type the transform writes inside when the original had none.
@@ -284,17 +353,9 @@ const DEFAULT_INNER_CT: &[u8] =
     b"Content-Type: text/plain; charset=us-ascii; hp=\"cipher\"; protected-headers=\"v1\"";
 
 /// Rebuilds the original message from a sealpost-encrypted one.
-pub fn decrypt_message(data: &[u8], keyring: &Keyring) -> Result<Vec<u8>, MessageError> {
+pub fn decrypt_message(data: &[u8], key: &MailKey) -> Result<Vec<u8>, MessageError> {
     let (outer, body) = split_message(data);
-    let begin = find(body, b"-----BEGIN PGP MESSAGE-----")
-        .ok_or(MessageError::Malformed("no armored OpenPGP message"))?;
-    let end_marker = b"-----END PGP MESSAGE-----";
-    let end = find(&body[begin..], end_marker)
-        .map(|e| begin + e + end_marker.len())
-        .ok_or(MessageError::Malformed("the armored message is cut off"))?;
-    let payload = keyring
-        .decrypt(&body[begin..end], MAX_MESSAGE)
-        .map_err(MessageError::Decrypt)?;
+    let payload = payload(&outer, body, key)?;
     let (inner, inner_body) = split_message(&payload);
     let first_line_end = data.iter().position(|b| *b == b'\n').unwrap_or(0);
     let eol: &[u8] = if first_line_end > 0 && data[first_line_end - 1] == b'\r' {
@@ -450,7 +511,7 @@ mod tests {
         assert!(!is_sealpost_encrypted(skipped));
         assert!(!is_sealpost_encrypted(b"From: a\n\nplain\n"));
         // Not sealpost's, and broken: no armored message inside.
-        let keyring = Keyring::from_certs([]);
+        let keyring = MailKey::OpenPgp(Keyring::from_certs([]));
         assert!(matches!(
             decrypt_message(enc, &keyring),
             Err(MessageError::Malformed(_))

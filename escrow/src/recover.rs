@@ -14,6 +14,7 @@ use sequoia_openpgp as openpgp;
 
 use crate::bundle::BundleEntry;
 use crate::officer::{unlock_cert, OfficerSecret};
+use crate::smime::{self, SmimeKey};
 use crate::symmetric::{DecryptError, Keyring};
 
 /// Largest escrowed password accepted.
@@ -112,10 +113,27 @@ pub fn unlock_private_key(armored: &str, password: &Password) -> Result<Cert, Re
     unlock_cert(cert, password).map_err(|_| RecoverError::WrongPassword)
 }
 
+/// A stored private key opened with its password.
+#[derive(Debug)]
+pub enum UnlockedKey {
+    /// An OpenPGP certificate with unencrypted secrets.
+    OpenPgp(Box<Cert>),
+    /// An S/MIME key from a PKCS#12 bundle.
+    Smime(SmimeKey),
+}
+
+/// Opens a stored private key of either kind (OpenPGP or PKCS#12) with `password`.
+pub fn unlock_stored(stored: &str, password: &Password) -> Result<UnlockedKey, RecoverError> {
+    if smime::is_pkcs12(stored) {
+        return smime::unlock(stored, password).map(UnlockedKey::Smime);
+    }
+    unlock_private_key(stored, password).map(|c| UnlockedKey::OpenPgp(Box::new(c)))
+}
+
 /// Recovers the user's unlocked private key from a bundle entry with the officer key.
-pub fn unlock_entry(officer: &OfficerSecret, entry: &BundleEntry) -> Result<Cert> {
+pub fn unlock_entry(officer: &OfficerSecret, entry: &BundleEntry) -> Result<UnlockedKey> {
     let pw = escrowed_password(officer, entry).map_err(|e| anyhow!("{}: {e}", entry.account))?;
-    unlock_private_key(&entry.private_key, &pw).map_err(|e| anyhow!("{}: {e}", entry.account))
+    unlock_stored(&entry.private_key, &pw).map_err(|e| anyhow!("{}: {e}", entry.account))
 }
 
 /// Encrypts a (new) password to the officer key that did the recovery: an escrow blob for

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::Bundle;
 use crate::officer::OfficerSecret;
-use crate::recover::{escrowed_password, unlock_private_key};
+use crate::recover::{escrowed_password, unlock_stored};
 use crate::secret_io;
 
 /// The format tag of rotation files.
@@ -79,7 +79,7 @@ pub fn rotate(
                 continue;
             }
         };
-        if let Err(err) = unlock_private_key(&e.private_key, &pw) {
+        if let Err(err) = unlock_stored(&e.private_key, &pw) {
             skipped.push((e.account.clone(), e.fingerprint.clone(), err.to_string()));
             continue;
         }

@@ -291,6 +291,9 @@ pub struct KeysConfig {
     /// Smallest iterated+salted S2K count accepted for uploaded private keys. gpg's
     /// default export (iterated+salted SHA-1, count calibrated to about 65 million) passes.
     pub min_s2k_count: u32,
+    /// Accept S/MIME private keys (PKCS#12) protected with the legacy 3DES PBE that older
+    /// Windows and macOS versions export; otherwise only PBES2 with AES is accepted.
+    pub allow_legacy_pkcs12: bool,
 }
 
 impl Default for KeysConfig {
@@ -301,6 +304,7 @@ impl Default for KeysConfig {
             server_key_generation: false,
             key_algorithm: "cv25519".into(),
             min_s2k_count: 1_048_576,
+            allow_legacy_pkcs12: false,
         }
     }
 }

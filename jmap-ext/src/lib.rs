@@ -76,6 +76,7 @@ impl JmapState {
         let protection = ProtectionConfig {
             min_s2k_count: config.keys.min_s2k_count,
             max_blob_size: config.limits.max_blob_size as usize,
+            allow_legacy_pkcs12: config.keys.allow_legacy_pkcs12,
         };
         let requests = Semaphore::new(config.limits.max_concurrent_requests as usize);
         let auth = auth::Authenticator::new(auth, ks.clone())?;

@@ -188,7 +188,11 @@ async fn find(
             continue;
         }
         let email = format!("{}@{}", addr.local.to_ascii_lowercase(), addr.domain);
+        // WKD serves OpenPGP keys only; S/MIME certificates are not published here.
         for key in ks.active_keys_of(&account_id).await? {
+            if key.kind != "openpgp" {
+                continue;
+            }
             let cert = match openpgp::Cert::from_bytes(key.armored.as_bytes()) {
                 Ok(c) => c,
                 Err(e) => {

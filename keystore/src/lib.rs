@@ -7,6 +7,7 @@ pub mod audit;
 pub mod password;
 pub mod policy;
 pub mod protection;
+pub mod recipient;
 pub mod secrets;
 pub mod settings;
 pub mod store;

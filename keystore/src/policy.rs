@@ -116,7 +116,7 @@ pub enum PolicyError {
     },
     #[error("the certificate's extendedKeyUsage allows only {0}; S/MIME needs emailProtection")]
     CertExtendedKeyUsage(String),
-    #[error("the certificate is a CA certificate (basicConstraints cA=true); upload the certificate of the mailbox itself")]
+    #[error("the certificate is a CA certificate (basicConstraints cA=true, and not a self-signed certificate whose keyUsage excludes keyCertSign); upload the certificate of the mailbox itself")]
     CertIsCa,
     #[error("the certificate names no email address (subjectAltName rfc822Name or subject emailAddress)")]
     CertNoAddress,

@@ -37,6 +37,9 @@ pub struct ProtectionConfig {
     pub min_s2k_count: u32,
     /// Largest accepted private-key or escrow upload, in bytes.
     pub max_blob_size: usize,
+    /// Accept PKCS#12 bundles protected with the legacy pbeWithSHAAnd3-KeyTripleDES-CBC
+    /// (what older Windows and macOS versions export). PBES2 with AES is always accepted.
+    pub allow_legacy_pkcs12: bool,
 }
 
 impl Default for ProtectionConfig {
@@ -44,6 +47,7 @@ impl Default for ProtectionConfig {
         ProtectionConfig {
             min_s2k_count: 1_048_576,
             max_blob_size: 256 * 1024,
+            allow_legacy_pkcs12: false,
         }
     }
 }
@@ -84,6 +88,8 @@ pub enum ProtectionError {
         what: String,
         min: u32,
     },
+    #[error("the PKCS#12 bundle is refused: {0}")]
+    Pkcs12(String),
     #[error("the secret key {0} does not belong to a public key of this account")]
     NoMatchingPublicKey(String),
     #[error("the secret key's subkey {0} is not part of the stored public key")]
@@ -115,6 +121,8 @@ pub enum ProtectionError {
 pub struct VerifiedPrivateKey {
     /// Upper-case hex fingerprint of the public key it belongs to (also the private key's id).
     pub fingerprint: String,
+    /// `KeyKind` string of that public key: "openpgp" or "x509" (a PKCS#12 bundle).
+    pub kind: String,
     pub protection: Protection,
     /// The upload as text: armored uploads are kept as uploaded, binary ones are armored.
     pub armored: String,
@@ -202,6 +210,9 @@ pub fn verify_private_key(
     config: &ProtectionConfig,
 ) -> Result<VerifiedPrivateKey, ProtectionError> {
     check_size(bytes, config)?;
+    if let Some(p12) = pkcs12_der(bytes) {
+        return verify_pkcs12(&p12, public_keys, claimed, config);
+    }
     if looks_like_message(bytes) {
         let protection = verify_skesk_message(bytes, config)?;
         let Some(fpr) = claimed else {
@@ -223,6 +234,7 @@ pub fn verify_private_key(
         };
         return Ok(VerifiedPrivateKey {
             fingerprint: fpr,
+            kind: "openpgp".into(),
             protection,
             armored,
         });
@@ -283,9 +295,95 @@ pub fn verify_private_key(
     };
     Ok(VerifiedPrivateKey {
         fingerprint: fpr,
+        kind: "openpgp".into(),
         protection,
         armored,
     })
+}
+
+/// A PKCS#12 bundle (S/MIME private key): encrypted with a modern PBE, and holding, in
+/// clear, a certificate stored for the account.
+fn verify_pkcs12(
+    der: &[u8],
+    public_keys: &[(String, String)],
+    claimed: Option<&str>,
+    config: &ProtectionConfig,
+) -> Result<VerifiedPrivateKey, ProtectionError> {
+    let info = crate::x509::check_pkcs12(der, config.allow_legacy_pkcs12)
+        .map_err(|e| ProtectionError::Pkcs12(e.to_string()))?;
+    let stored = |id: &String| public_keys.iter().any(|(f, _)| f == id);
+    let id = match claimed {
+        Some(c) => {
+            let c = c.to_uppercase();
+            if !info.certificate_ids.contains(&c) || !stored(&c) {
+                return Err(ProtectionError::NoMatchingPublicKey(c));
+            }
+            c
+        }
+        None => info
+            .certificate_ids
+            .iter()
+            .find(|id| stored(id))
+            .cloned()
+            .ok_or_else(|| {
+                ProtectionError::NoMatchingPublicKey(
+                    info.certificate_ids
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| "(no certificate)".into()),
+                )
+            })?,
+    };
+    Ok(VerifiedPrivateKey {
+        fingerprint: id,
+        kind: "x509".into(),
+        protection: Protection {
+            kind: "pkcs12".into(),
+            // e.g. "PBES2/PBKDF2-SHA256/AES-256-CBC": the cipher is the last part.
+            cipher: info
+                .protection
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            s2k: info.protection.clone(),
+            count: u32::try_from(info.iterations).ok(),
+        },
+        armored: pkcs12_pem(der),
+    })
+}
+
+const PKCS12_PEM: &str = "PKCS12";
+
+/// The DER bytes of an upload that is a PKCS#12 bundle, binary or PEM ("PKCS12").
+pub fn pkcs12_der(bytes: &[u8]) -> Option<Vec<u8>> {
+    use crate::x509::{detect, Detected};
+    let text = std::str::from_utf8(bytes).ok().map(str::trim_start);
+    if let Some(t) = text.filter(|t| t.starts_with(&format!("-----BEGIN {PKCS12_PEM}-----"))) {
+        let body: String = t
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.starts_with("-----END"))
+            .collect();
+        use base64::Engine;
+        return base64::engine::general_purpose::STANDARD
+            .decode(body.trim())
+            .ok();
+    }
+    (detect(bytes) == Detected::Pkcs12).then(|| bytes.to_vec())
+}
+
+/// A PKCS#12 bundle as PEM text for storage next to armored OpenPGP keys.
+pub fn pkcs12_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {PKCS12_PEM}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {PKCS12_PEM}-----\n"));
+    out
 }
 
 /// Checks that every secret key packet of `cert` is password-encrypted with a strong S2K.

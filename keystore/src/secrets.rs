@@ -124,9 +124,9 @@ impl Keystore {
         if addresses.is_empty() {
             return Err(Error::NotFound(format!("no account {account_id}")));
         }
-        let (_cert, info) =
-            policy::accept_public_key(bytes, &addresses, SystemTime::now(), self.policy_config())?;
-        let armored = armored_public(bytes)?;
+        let (key, info) =
+            policy::accept_key(bytes, &addresses, SystemTime::now(), self.policy_config())?;
+        let armored = crate::store::stored_text(&key, bytes)?;
         let mut tx = self.begin().await?;
         let rec = self
             .store_public_key_tx(&mut tx, account_id, &info, &armored, actor)
@@ -254,7 +254,7 @@ impl Keystore {
         .bind(&key.fingerprint)
         .bind(account_id)
         .bind(&key.fingerprint)
-        .bind("openpgp")
+        .bind(&key.kind)
         .bind(label)
         .bind(&protection)
         .bind(key.armored.len() as i64)
@@ -724,7 +724,8 @@ impl Keystore {
             ..self.policy_config().clone()
         };
         let info = policy::check_cert(&cert, &[], SystemTime::now(), &relaxed)?;
-        let armored = armored_public(bytes)?;
+        let armored =
+            crate::store::stored_text(&policy::AcceptedKey::OpenPgp(Box::new(cert)), bytes)?;
         let mut tx = self.begin().await?;
         let exists = sqlx::query("SELECT fingerprint FROM officer_keys WHERE fingerprint = $1")
             .bind(&info.fingerprint)
@@ -817,22 +818,4 @@ impl Keystore {
             .await?
             .ok_or_else(|| Error::NotFound("officer key vanished".into()))
     }
-}
-
-/// Armored text of an uploaded public key: armored input as uploaded, binary input armored.
-fn armored_public(bytes: &[u8]) -> Result<String> {
-    if let Ok(s) = std::str::from_utf8(bytes) {
-        if s.trim_start().starts_with("-----BEGIN PGP") {
-            return Ok(s.to_string());
-        }
-    }
-    use sequoia_openpgp::parse::Parse;
-    use sequoia_openpgp::serialize::SerializeInto;
-    let cert = sequoia_openpgp::Cert::from_bytes(bytes)
-        .map_err(|e| Error::Invalid(format!("cannot re-read the key: {e}")))?;
-    let armored = cert
-        .armored()
-        .to_vec()
-        .map_err(|e| Error::Invalid(format!("cannot armor the key: {e}")))?;
-    Ok(String::from_utf8(armored).expect("armor is ASCII"))
 }

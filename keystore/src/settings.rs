@@ -18,6 +18,10 @@ pub struct AccountSettings {
     /// Publish active keys through WKD.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish_wkd: Option<bool>,
+    /// "openpgp" or "smime" for an account holding both kinds of key. `None`: the kind of
+    /// the most recently activated key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<crate::recipient::KeyFormat>,
 }
 
 impl Keystore {

@@ -619,11 +619,7 @@ impl Keystore {
             }
         };
         let (key, info) = policy::accept_key(bytes, &addresses, SystemTime::now(), &self.policy)?;
-        // OpenPGP keys are kept armored; X.509 certificates as PEM.
-        let armored = match &key {
-            policy::AcceptedKey::OpenPgp(_) => armored_text(bytes)?,
-            policy::AcceptedKey::X509(cert) => crate::x509::to_pem(cert),
-        };
+        let armored = stored_text(&key, bytes)?;
 
         let mut tx = self.begin().await?;
         let account_id = match existing {
@@ -993,9 +989,8 @@ impl Keystore {
     ) -> Result<()> {
         if active {
             // A key that has expired or been revoked since import must not come back.
-            let cert = policy::parse_public_cert(key.armored.as_bytes())?;
             let addresses = self.addresses_of(&key.account_id).await?;
-            policy::check_cert(&cert, &addresses, SystemTime::now(), &self.policy)?;
+            crate::recipient::recheck(key, &addresses, SystemTime::now(), &self.policy)?;
         }
         if key.active == active {
             return Ok(());
@@ -1191,8 +1186,12 @@ pub fn normalize_fingerprint(fpr: &str) -> Result<String> {
     Ok(s)
 }
 
-/// The key as text to store: armored input is kept as uploaded; binary input is armored.
-fn armored_text(bytes: &[u8]) -> Result<String> {
+/// The key as text to store: OpenPGP input armored (armored input as uploaded), X.509
+/// certificates as PEM.
+pub(crate) fn stored_text(key: &policy::AcceptedKey, bytes: &[u8]) -> Result<String> {
+    if let policy::AcceptedKey::X509(cert) = key {
+        return Ok(crate::x509::to_pem(cert));
+    }
     if let Ok(s) = std::str::from_utf8(bytes) {
         if s.trim_start().starts_with("-----BEGIN PGP") {
             return Ok(s.to_string());

@@ -230,7 +230,15 @@ pub fn check_certificate(
     let der = cert
         .to_der()
         .map_err(|e| PolicyError::NotCertificate(openssl_reason(&e)))?;
-    if is_ca(&der) {
+    // `openssl req -x509` marks a self-made certificate cA=true by default; such a
+    // certificate is still the mailbox's own when it is self-signed and its keyUsage does
+    // not allow signing certificates. Anything else with cA=true is a CA.
+    let own_self_signed = cert.issuer_name().try_cmp(cert.subject_name()).ok()
+        == Some(std::cmp::Ordering::Equal)
+        && cert
+            .key_usage()
+            .is_some_and(|ku| !ku.contains(X509KeyUsage::KEY_CERT_SIGN));
+    if is_ca(&der) && !own_self_signed {
         return Err(PolicyError::CertIsCa);
     }
 

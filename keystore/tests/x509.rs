@@ -144,7 +144,7 @@ fn refuses_with_precise_reasons() {
     );
     assert_contains(
         &refusal("ca-as-user.pem"),
-        "the certificate is a CA certificate (basicConstraints cA=true)",
+        "the certificate is a CA certificate (basicConstraints cA=true, and not a self-signed",
     );
     for p12 in ["alice-modern.p12", "alice-unencrypted.p12"] {
         assert_contains(

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::transform::{CmsOptions, ContentCipher, RsaPadding};
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MilterConfig {
@@ -40,6 +42,62 @@ pub struct MilterConfig {
     /// Largest header section in bytes (names, values and separators); larger: 552 5.3.4.
     /// The milter holds the header section in memory, so this bounds it.
     pub max_header_bytes: usize,
+    /// How S/MIME messages are encrypted; set from `[smime]`.
+    #[serde(skip)]
+    pub smime: CmsOptions,
+}
+
+/// `[smime]`: certificates and S/MIME encryption.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmimeConfig {
+    /// PEM bundle of CAs that imported certificates must chain to. Empty: any certificate
+    /// that passes the other checks, self-signed or from a private CA, is accepted.
+    pub ca_file: String,
+    /// Content encryption: "aes256-cbc" (RFC 8551 enveloped-data, read by every client) or
+    /// "aes256-gcm" (RFC 5083 authEnveloped-data).
+    pub content_cipher: SmimeCipher,
+    /// RSA key transport: "pkcs1" (PKCS#1 v1.5, read by every client) or "oaep"
+    /// (RSAES-OAEP with SHA-256).
+    pub rsa_padding: SmimeRsaPadding,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum SmimeCipher {
+    #[default]
+    #[serde(rename = "aes256-cbc")]
+    Aes256Cbc,
+    #[serde(rename = "aes256-gcm")]
+    Aes256Gcm,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub enum SmimeRsaPadding {
+    #[default]
+    #[serde(rename = "pkcs1")]
+    Pkcs1,
+    #[serde(rename = "oaep")]
+    Oaep,
+}
+
+impl SmimeConfig {
+    pub fn cms_options(&self) -> CmsOptions {
+        CmsOptions {
+            cipher: match self.content_cipher {
+                SmimeCipher::Aes256Cbc => ContentCipher::Aes256Cbc,
+                SmimeCipher::Aes256Gcm => ContentCipher::Aes256Gcm,
+            },
+            rsa_padding: match self.rsa_padding {
+                SmimeRsaPadding::Pkcs1 => RsaPadding::Pkcs1v15,
+                SmimeRsaPadding::Oaep => RsaPadding::Oaep,
+            },
+        }
+    }
+
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        let f = self.ca_file.trim();
+        (!f.is_empty()).then(|| PathBuf::from(f))
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -80,6 +138,7 @@ impl Default for MilterConfig {
             max_recipients: 1000,
             max_header_fields: 1000,
             max_header_bytes: 1024 * 1024,
+            smime: CmsOptions::default(),
         }
     }
 }

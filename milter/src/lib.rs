@@ -1,4 +1,4 @@
-//! sealpost's milter crate. [`transform`] is the message transform (PGP/MIME encryption with
+//! sealpost's milter crate. [`transform`] is the message transform (PGP/MIME or S/MIME encryption with
 //! header protection); it does not depend on the milter protocol and also backs
 //! `sealpost encrypt`.
 
@@ -9,5 +9,5 @@ pub mod lookup;
 pub mod metrics;
 pub mod service;
 
-pub use config::MilterConfig;
+pub use config::{MilterConfig, SmimeConfig};
 pub use metrics::Metrics;

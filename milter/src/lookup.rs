@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use sealpost_keystore::{policy, Address, Backend, Keystore};
-use sequoia_openpgp::Cert;
+use sealpost_keystore::recipient::{self, RecipientKeys, Selection};
+use sealpost_keystore::{Address, Backend, Keystore};
 
 use crate::metrics::Metrics;
 
@@ -15,10 +15,9 @@ use crate::metrics::Metrics;
 pub enum Treatment {
     /// Deliver as it is: no account, no active key, or encryption turned off.
     Plain { reason: &'static str },
-    /// Encrypt to these certificates (sorted by fingerprint).
+    /// Encrypt to these keys (all OpenPGP or all S/MIME, sorted by id).
     Encrypt {
-        fingerprints: Vec<String>,
-        certs: Arc<Vec<Cert>>,
+        keys: Arc<RecipientKeys>,
         protect_subject: Option<bool>,
     },
     /// The mailbox wants encryption but none of its active keys can encrypt now (expired or
@@ -98,34 +97,22 @@ impl RecipientCache {
         if settings.encrypt_incoming == Some(false) {
             return Ok((Some(account_id), Treatment::Plain { reason: "disabled" }));
         }
-        if keys.is_empty() {
-            return Ok((Some(account_id), Treatment::Plain { reason: "no-key" }));
-        }
-        let now = SystemTime::now();
-        let mut certs = Vec::new();
-        for k in &keys {
-            // Keys passed the policy at import; one that fails now (expired, revoked) is
-            // left out, and if none is left the mail must wait rather than go out in clear.
-            if let Ok(cert) = policy::parse_public_cert(k.armored.as_bytes()) {
-                if !policy::encryption_keys(&cert, now).is_empty() {
-                    certs.push(cert);
-                }
+        match recipient::select(&keys, settings.format, SystemTime::now()) {
+            Selection::NoKey => Ok((Some(account_id), Treatment::Plain { reason: "no-key" })),
+            // Active keys exist, but none can be encrypted to now (expired, revoked): the
+            // mail must wait rather than go out in clear.
+            Selection::Unusable => {
+                let account = keys[0].account.clone();
+                Ok((Some(account_id), Treatment::Unusable { account }))
             }
+            Selection::Encrypt(set) => Ok((
+                Some(account_id),
+                Treatment::Encrypt {
+                    keys: Arc::new(set),
+                    protect_subject: settings.protect_subject,
+                },
+            )),
         }
-        if certs.is_empty() {
-            let account = keys[0].account.clone();
-            return Ok((Some(account_id), Treatment::Unusable { account }));
-        }
-        certs.sort_by_key(|c| c.fingerprint().to_hex());
-        let fingerprints = certs.iter().map(|c| c.fingerprint().to_hex()).collect();
-        Ok((
-            Some(account_id),
-            Treatment::Encrypt {
-                fingerprints,
-                certs: Arc::new(certs),
-                protect_subject: settings.protect_subject,
-            },
-        ))
     }
 
     /// Drops every cached entry of an account, and every "no account" entry: a notification

@@ -19,8 +19,8 @@ use indymilter::{
     Actions, Callbacks, Context, ContextActions, EomContext, MacroStage, NegotiateContext,
     ProtoOpts, SetErrorReply, SocketInfo, Status,
 };
+use sealpost_keystore::recipient::RecipientKeys;
 use sealpost_keystore::{Address, Keystore};
-use sequoia_openpgp::Cert;
 use tracing::{debug, info, warn};
 
 use crate::config::{MilterConfig, Mixed, OnError};
@@ -48,18 +48,15 @@ impl Shared {
 #[derive(Clone, Debug)]
 enum Class {
     Plain(&'static str),
-    /// Certificates sorted by fingerprint, each once.
+    /// Keys of one format (OpenPGP or S/MIME), sorted by id, each once.
     Encrypt {
-        certs: Vec<Cert>,
+        keys: RecipientKeys,
         protect_subject: Option<bool>,
     },
 }
 
-fn same_keys(a: &[Cert], b: &[Cert]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| x.fingerprint() == y.fingerprint())
+fn same_keys(a: &RecipientKeys, b: &RecipientKeys) -> bool {
+    a.format() == b.format() && a.ids() == b.ids()
 }
 
 #[derive(Default)]
@@ -281,11 +278,10 @@ async fn rcpt(shared: Arc<Shared>, cx: &mut Context<Session>, args: Vec<CString>
     let class = match treatment {
         Treatment::Plain { reason } => Class::Plain(reason),
         Treatment::Encrypt {
-            certs,
+            keys,
             protect_subject,
-            ..
         } => Class::Encrypt {
-            certs: certs.as_ref().clone(),
+            keys: keys.as_ref().clone(),
             protect_subject,
         },
         Treatment::Unusable { .. } => {
@@ -317,6 +313,20 @@ async fn rcpt(shared: Arc<Shared>, cx: &mut Context<Session>, args: Vec<CString>
             txn.recipients += 1;
             Status::Continue
         }
+        Err(current) if non_smtp => {
+            // Locally submitted mail cannot be split, and one message cannot serve OpenPGP
+            // and S/MIME recipients at once: refuse it whole, so the local sender gets it
+            // back rather than anyone getting it unreadable or in clear.
+            txn.class = Some(current);
+            shared.metrics.recipient("rejected");
+            reply(
+                &mut cx.reply,
+                "550",
+                "5.7.1",
+                "sealpost: recipients need OpenPGP and S/MIME encryption; send to them in separate messages",
+            );
+            Status::Reject
+        }
         Err(current) => {
             txn.class = Some(current);
             shared.metrics.recipient("split");
@@ -344,26 +354,34 @@ fn merge(
         (Class::Plain(r), Class::Plain(_)) => Ok(Class::Plain(r)),
         (
             Class::Encrypt {
-                certs: a,
+                keys: a,
                 protect_subject: pa,
             },
             Class::Encrypt {
-                certs: b,
+                keys: b,
                 protect_subject: pb,
             },
         ) => {
+            let current = |keys| Class::Encrypt {
+                keys,
+                protect_subject: pa,
+            };
             if same_keys(&a, &b) {
                 Ok(Class::Encrypt {
-                    certs: a,
+                    keys: a,
                     protect_subject: pa.or(pb),
                 })
             } else if mixed == Mixed::Union || non_smtp {
-                Ok(union(a, pa, b, pb))
+                // One message cannot be both PGP/MIME and S/MIME.
+                match a.union(&b) {
+                    Some(keys) => Ok(Class::Encrypt {
+                        keys,
+                        protect_subject: join_protect(pa, pb),
+                    }),
+                    None => Err(current(a)),
+                }
             } else {
-                Err(Class::Encrypt {
-                    certs: a,
-                    protect_subject: pa,
-                })
+                Err(current(a))
             }
         }
         (c @ Class::Encrypt { .. }, Class::Plain(_)) if non_smtp => {
@@ -378,17 +396,11 @@ fn merge(
     }
 }
 
-fn union(a: Vec<Cert>, pa: Option<bool>, b: Vec<Cert>, pb: Option<bool>) -> Class {
-    let mut certs: Vec<Cert> = a.into_iter().chain(b).collect();
-    certs.sort_by_key(|c| c.fingerprint().to_hex());
-    certs.dedup_by(|x, y| x.fingerprint() == y.fingerprint());
-    Class::Encrypt {
-        certs,
-        // Either recipient asking for a hidden subject hides it for the shared copy.
-        protect_subject: match (pa, pb) {
-            (Some(true), _) | (_, Some(true)) => Some(true),
-            (x, y) => x.or(y),
-        },
+/// Either recipient asking for a hidden subject hides it for the shared copy.
+fn join_protect(pa: Option<bool>, pb: Option<bool>) -> Option<bool> {
+    match (pa, pb) {
+        (Some(true), _) | (_, Some(true)) => Some(true),
+        (x, y) => x.or(y),
     }
 }
 
@@ -432,9 +444,8 @@ async fn eoh(shared: Arc<Shared>, cx: &mut Context<Session>) -> Status {
     let qid = queue_id(&cx.macros);
     let txn = &mut session(&mut cx.data).txn;
     let Some(Class::Encrypt {
-        certs,
+        keys,
         protect_subject,
-        ..
     }) = txn.class.clone()
     else {
         return Status::Continue;
@@ -447,11 +458,12 @@ async fn eoh(shared: Arc<Shared>, cx: &mut Context<Session>) -> Status {
         spill_threshold: cfg.spill_threshold_bytes,
         spill_dir: cfg.spill_dir.clone(),
     };
+    let smime = cfg.smime;
     let headers = std::mem::take(&mut txn.headers);
     // Building the encryptor may do public-key work (one PKESK per key): off the reactor.
     let built = tokio::task::spawn_blocking(move || {
         let now = std::time::SystemTime::now();
-        let recipients = Recipients::new(&certs, now)?;
+        let recipients = Recipients::for_keys(&keys, now, smime)?;
         let enc = MessageEncryptor::new(
             headers.iter().map(|(n, v)| (n.clone(), v.clone())),
             &recipients,
@@ -683,6 +695,7 @@ fn action_failed(
 mod tests {
     use super::*;
     use sequoia_openpgp::cert::CertBuilder;
+    use sequoia_openpgp::Cert;
 
     fn certs(n: usize) -> Vec<Cert> {
         let mut v: Vec<Cert> = (0..n)
@@ -699,18 +712,58 @@ mod tests {
 
     fn enc(c: &[&Cert]) -> Class {
         Class::Encrypt {
-            certs: c.iter().map(|c| (*c).clone()).collect(),
+            keys: RecipientKeys::OpenPgp(c.iter().map(|c| (*c).clone()).collect()),
+            protect_subject: None,
+        }
+    }
+
+    /// A self-signed RSA certificate, as an S/MIME recipient class.
+    fn smime() -> Class {
+        use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let mut name = x509::X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "s").unwrap();
+        let name = name.build();
+        let mut b = x509::X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
+            .unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        Class::Encrypt {
+            keys: RecipientKeys::Smime(vec![b.build()]),
             protect_subject: None,
         }
     }
 
     fn fprs(c: &Class) -> Vec<String> {
         match c {
-            Class::Encrypt { certs, .. } => {
-                certs.iter().map(|c| c.fingerprint().to_hex()).collect()
-            }
+            Class::Encrypt { keys, .. } => keys.ids(),
             Class::Plain(_) => Vec::new(),
         }
+    }
+
+    #[test]
+    fn openpgp_and_smime_recipients_never_share_a_message() {
+        let k = certs(1);
+        let mut m = false;
+        for (mixed, non_smtp) in [
+            (Mixed::Split, false),
+            (Mixed::Union, false),
+            (Mixed::Split, true),
+        ] {
+            let r = merge(enc(&[&k[0]]), smime(), mixed, non_smtp, &mut m);
+            assert_eq!(fprs(&r.unwrap_err()), fprs(&enc(&[&k[0]])));
+        }
+        let s = smime();
+        let joined = merge(s.clone(), s.clone(), Mixed::Split, false, &mut m).unwrap();
+        assert_eq!(fprs(&joined), fprs(&s));
+        let two = merge(s.clone(), smime(), Mixed::Union, false, &mut m).unwrap();
+        assert_eq!(fprs(&two).len(), 2);
     }
 
     #[test]

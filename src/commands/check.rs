@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::Result;
-use sealpost_keystore::policy;
+use sealpost_keystore::recipient;
 use serde::Serialize;
 
 use super::{open_keystore, print_json, redact_url};
@@ -65,8 +65,7 @@ pub async fn run(loaded: &Loaded, args: CheckArgs) -> Result<ExitCode> {
             for k in keys.iter().filter(|k| k.active) {
                 active += 1;
                 let addresses = ks.addresses_of(&k.account_id).await?;
-                let verdict = policy::parse_public_cert(k.armored.as_bytes())
-                    .and_then(|c| policy::check_cert(&c, &addresses, now, &config.policy));
+                let verdict = recipient::recheck(k, &addresses, now, &config.policy);
                 if let Err(e) = verdict {
                     findings.push(Finding::problem(format!(
                         "active key {} of {} no longer passes the policy: {e}; mail to it is not encrypted to this key — ask the owner for a new key, or deactivate it",

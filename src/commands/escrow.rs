@@ -232,13 +232,25 @@ pub async fn run(config: &Config, cmd: EscrowCmd) -> Result<ExitCode> {
                 }
             } else if reprotect {
                 let out = out.expect("clap requires --out");
-                let cert = recover::unlock_entry(&officer, &entry)?;
+                let old = recover::escrowed_password(&officer, &entry)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", entry.account))?;
+                let unlocked = recover::unlock_stored(&entry.private_key, &old)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", entry.account))?;
                 let new = PassphraseSource::from_option(
                     new_password_file.as_deref(),
                     format!("New password for {}: ", entry.account),
                 )
                 .read_new()?;
-                let armored = recover::reprotect(&cert, &new)?;
+                // An OpenPGP key comes back armored; a PKCS#12 bundle as DER (a .p12 file
+                // that mail clients import).
+                let armored: Vec<u8> = match &unlocked {
+                    recover::UnlockedKey::OpenPgp(cert) => {
+                        recover::reprotect(cert, &new)?.into_bytes()
+                    }
+                    recover::UnlockedKey::Smime(_) => {
+                        sealpost_escrow::smime::reprotect(&entry.private_key, &old, &new)?
+                    }
+                };
                 let escrow = match &escrow_out {
                     Some(path) => {
                         if path.exists() {
@@ -251,7 +263,7 @@ pub async fn run(config: &Config, cmd: EscrowCmd) -> Result<ExitCode> {
                     }
                     None => None,
                 };
-                secret_io::write_secret_file(&out, armored.as_bytes())?;
+                secret_io::write_secret_file(&out, &armored)?;
                 if let Some((path, blob)) = &escrow {
                     secret_io::write_secret_file(path, blob.as_bytes())?;
                 }
@@ -283,9 +295,9 @@ pub async fn run(config: &Config, cmd: EscrowCmd) -> Result<ExitCode> {
                 }
             } else if let Some(dir) = decrypt_maildir {
                 let out = out.expect("clap requires --out");
-                let cert = recover::unlock_entry(&officer, &entry)?;
+                let key = recover::unlock_entry(&officer, &entry)?;
                 let mut bar = Progress::new("decrypting");
-                let r = maildir::decrypt_maildir(&dir, &out, &cert, |d, t| bar.update(d, t))?;
+                let r = maildir::decrypt_maildir(&dir, &out, &key, |d, t| bar.update(d, t))?;
                 bar.finish();
                 if json {
                     print_json(&r)?;

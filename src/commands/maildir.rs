@@ -20,7 +20,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use sealpost_escrow::progress::Progress;
-use sealpost_keystore::policy;
 use sealpost_milter::transform::{encrypt_message, Outcome, Recipients, TransformOptions};
 use serde::Serialize;
 
@@ -41,8 +40,8 @@ pub async fn run(config: &Config, cmd: MaildirCmd) -> Result<ExitCode> {
 
 /// `sealpost maildir decrypt`: the owner's own key, no keystore.
 fn decrypt(args: MaildirDecryptArgs) -> Result<ExitCode> {
-    use sealpost_escrow::{maildir, officer, secret_io};
-    use sequoia_openpgp::parse::Parse;
+    use sealpost_escrow::recover::UnlockedKey;
+    use sealpost_escrow::{maildir, secret_io};
     // Refused before any passphrase is asked for.
     if args.out.exists() && fs::read_dir(&args.out).is_ok_and(|mut d| d.next().is_some()) {
         bail!(
@@ -51,7 +50,36 @@ fn decrypt(args: MaildirDecryptArgs) -> Result<ExitCode> {
         );
     }
     let bytes = secret_io::read_limited(&args.key, 1 << 20, "secret key")?;
-    let cert = sequoia_openpgp::Cert::from_bytes(&bytes)
+    let key = if sealpost_keystore::protection::pkcs12_der(&bytes).is_some() {
+        // An S/MIME key: a password-protected PKCS#12 bundle.
+        let password = match &args.passphrase_file {
+            Some(f) => secret_io::read_passphrase_file(f)?,
+            None => secret_io::prompt("Password of the PKCS#12 bundle: ")?,
+        };
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let stored = if text.starts_with("-----BEGIN") {
+            text
+        } else {
+            sealpost_keystore::protection::pkcs12_pem(&bytes)
+        };
+        UnlockedKey::Smime(
+            sealpost_escrow::smime::unlock(&stored, &password)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", args.key.display()))?,
+        )
+    } else {
+        UnlockedKey::OpenPgp(Box::new(openpgp_key(&args, &bytes)?))
+    };
+    let mut bar = Progress::new("decrypting");
+    let r = maildir::decrypt_maildir(&args.dir, &args.out, &key, |d, t| bar.update(d, t))?;
+    bar.finish();
+    report(&r, &args)
+}
+
+/// The owner's OpenPGP secret key, unlocked.
+fn openpgp_key(args: &MaildirDecryptArgs, bytes: &[u8]) -> Result<sequoia_openpgp::Cert> {
+    use sealpost_escrow::{officer, secret_io};
+    use sequoia_openpgp::parse::Parse;
+    let cert = sequoia_openpgp::Cert::from_bytes(bytes)
         .map_err(|_| anyhow::anyhow!("{} is not an OpenPGP key", args.key.display()))?;
     if !cert.is_tsk() {
         bail!(
@@ -63,21 +91,23 @@ fn decrypt(args: MaildirDecryptArgs) -> Result<ExitCode> {
         .keys()
         .secret()
         .any(|ka| !ka.key().has_unencrypted_secret());
-    let cert = if protected {
-        let password = match &args.passphrase_file {
-            Some(f) => secret_io::read_passphrase_file(f)?,
-            None => secret_io::prompt("Passphrase of the secret key: ")?,
-        };
-        officer::unlock_cert(cert, &password)
-            .map_err(|_| anyhow::anyhow!("wrong passphrase for {}", args.key.display()))?
-    } else {
-        cert
+    if !protected {
+        return Ok(cert);
+    }
+    let password = match &args.passphrase_file {
+        Some(f) => secret_io::read_passphrase_file(f)?,
+        None => secret_io::prompt("Passphrase of the secret key: ")?,
     };
-    let mut bar = Progress::new("decrypting");
-    let r = maildir::decrypt_maildir(&args.dir, &args.out, &cert, |d, t| bar.update(d, t))?;
-    bar.finish();
+    officer::unlock_cert(cert, &password)
+        .map_err(|_| anyhow::anyhow!("wrong passphrase for {}", args.key.display()))
+}
+
+fn report(
+    r: &sealpost_escrow::maildir::MaildirReport,
+    args: &MaildirDecryptArgs,
+) -> Result<ExitCode> {
     if args.json {
-        print_json(&r)?;
+        print_json(r)?;
     } else {
         println!(
             "{} decrypted, {} copied unchanged, {} for another key, {} failed; written to {}",
@@ -118,26 +148,11 @@ struct Failure {
 async fn encrypt(config: &Config, args: MaildirEncryptArgs) -> Result<ExitCode> {
     let folders = maildir_folders(&args.dir)?;
     let ks = open_keystore(config).await?;
-    let id = ks.require_account(&args.account).await?;
-    let keys = ks.active_keys_of(&id).await?;
-    if keys.is_empty() {
-        bail!("account {} has no active key to encrypt to", args.account);
-    }
-    let mut certs = Vec::new();
-    for k in &keys {
-        certs.push(
-            policy::parse_public_cert(k.armored.as_bytes())
-                .with_context(|| format!("the stored key {} cannot be read", k.fingerprint))?,
-        );
-    }
-    let protect_subject = config.milter.protect_subject
-        || ks
-            .account_settings(&id)
-            .await?
-            .protect_subject
-            .unwrap_or(false);
+    let (keys, settings) = super::encrypt::account_keys(&ks, &args.account).await?;
+    let protect_subject =
+        config.milter.protect_subject || settings.protect_subject.unwrap_or(false);
     ks.close().await;
-    let recipients = Recipients::new(&certs, SystemTime::now())
+    let recipients = Recipients::for_keys(&keys, SystemTime::now(), config.milter.smime)
         .with_context(|| format!("cannot encrypt to the keys of {}", args.account))?;
     let options = TransformOptions {
         protect_subject,

@@ -87,6 +87,7 @@ impl Kind {
             Kind::Keystore => &[("id", true), ("key", true)],
             Kind::PublicKey => &[
                 ("id", true),
+                ("kind", true),
                 ("armored", true),
                 ("blobId", true),
                 ("fingerprint", true),
@@ -122,6 +123,7 @@ impl Kind {
                 ("encryptIncoming", true),
                 ("protectSubject", true),
                 ("publishWkd", true),
+                ("format", true),
             ],
         }
     }

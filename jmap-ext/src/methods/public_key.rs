@@ -11,6 +11,8 @@ fn view(kind: Kind, k: &PublicKeyRecord) -> Value {
         Kind::Keystore => json!({ "id": k.fingerprint, "key": k.armored }),
         _ => json!({
             "id": k.fingerprint,
+            // "openpgp" or "x509" (an S/MIME certificate, PEM in `armored`).
+            "kind": k.kind,
             "armored": k.armored,
             "blobId": format!("pk-{}", k.fingerprint),
             "fingerprint": k.fingerprint,
@@ -110,14 +112,13 @@ pub async fn update(
     let mut rec = rec;
     if let Some(armored) = super::get_str(patch, prop)? {
         // A newer copy of the same certificate (new expiry, user ID, subkey).
-        let info = sealpost_keystore::policy::parse_public_cert(armored.as_bytes())
+        let uploaded = sealpost_keystore::recipient::key_id(armored.as_bytes())
             .map_err(|e| Fail::Set(SetError::invalid(&[prop], format!("key refused: {e}"))))?;
-        if info.fingerprint().to_hex() != rec.fingerprint {
+        if uploaded != rec.fingerprint {
             return Err(Fail::Set(SetError::invalid(
                 &[prop],
                 format!(
-                    "the uploaded key is {}, not {}; create a new key instead",
-                    info.fingerprint().to_hex(),
+                    "the uploaded key is {uploaded}, not {}; create a new key instead",
                     rec.fingerprint
                 ),
             )));

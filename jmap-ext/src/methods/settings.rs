@@ -1,5 +1,6 @@
 //! `KeySettings`: the account's singleton settings object.
 
+use sealpost_keystore::recipient::KeyFormat;
 use serde_json::{json, Map, Value};
 
 use super::{only, Ctx, Fail};
@@ -29,6 +30,9 @@ async fn view(ctx: &Ctx<'_>) -> Result<Value, MethodError> {
         "protectSubject": s.protect_subject,
         // Publish the active keys in the Web Key Directory ([jmap.wkd]); off unless set.
         "publishWkd": s.publish_wkd.unwrap_or(false),
+        // "openpgp" or "smime" for an account with both kinds of key; null: the kind of
+        // the most recently activated key.
+        "format": s.format.map(|f| f.as_str()),
     }))
 }
 
@@ -58,7 +62,7 @@ pub async fn update(
     }
     only(
         patch,
-        &["encryptIncoming", "protectSubject", "publishWkd"],
+        &["encryptIncoming", "protectSubject", "publishWkd", "format"],
         "",
     )?;
     let mut s = ctx
@@ -74,6 +78,18 @@ pub async fn update(
     }
     if let Some(v) = opt_bool(patch, "publishWkd")? {
         s.publish_wkd = v;
+    }
+    match patch.get("format") {
+        None => {}
+        Some(Value::Null) => s.format = None,
+        Some(v) => {
+            s.format = Some(v.as_str().and_then(KeyFormat::parse).ok_or_else(|| {
+                Fail::Set(SetError::invalid(
+                    &["format"],
+                    "format must be \"openpgp\", \"smime\" or null (the kind of the most recently activated key)",
+                ))
+            })?)
+        }
     }
     ctx.ks()
         .set_account_settings(ctx.account(), &s, &ctx.principal.actor())

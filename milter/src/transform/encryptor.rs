@@ -13,12 +13,15 @@ use openpgp::serialize::stream::{Compressor, Encryptor, LiteralWriter, Message};
 use openpgp::serialize::Serialize;
 use openpgp::types::{AEADAlgorithm, CompressionAlgorithm, SymmetricAlgorithm};
 
+use super::cms::{Base64Lines, CmsOptions, CmsWriter, ContentCipher};
 use super::headers::{HeaderEdit, HeaderField};
 use super::skip::{check_body_start, check_headers, HeaderVerdict, SkipReason};
 use super::spool::Spool;
 use super::{
-    Outcome, Recipients, Result, TransformError, TransformOptions, OBSCURED_SUBJECT, TRACE_HEADER,
+    Outcome, RecipientSet, Recipients, Result, TransformError, TransformOptions, OBSCURED_SUBJECT,
+    TRACE_HEADER,
 };
+use openssl::x509::X509;
 
 /// Header fields copied into the encrypted payload (RFC 9788's user-facing fields that a
 /// reader needs), in the order they appear in the original.
@@ -83,12 +86,25 @@ enum State {
 }
 
 struct Active {
-    literal: Message<'static>,
-    armor: ArmorSink,
+    payload: Payload,
     spool: Arc<Mutex<Spool>>,
-    boundary: String,
     last_cr: bool,
     scratch: Vec<u8>,
+}
+
+/// The writer stack the payload goes into.
+enum Payload {
+    /// OpenPGP message inside ASCII armor inside a multipart/encrypted body.
+    PgpMime {
+        literal: Message<'static>,
+        armor: ArmorSink,
+        boundary: String,
+    },
+    /// CMS (Auth)EnvelopedData, base64-encoded as the whole body.
+    Smime {
+        cms: Box<CmsWriter<Base64Lines<SinkWriter>>>,
+        cipher: ContentCipher,
+    },
 }
 
 impl MessageEncryptor {
@@ -199,23 +215,29 @@ impl MessageEncryptor {
                 })
             }
             State::Encrypting(a) => {
-                let Active {
-                    literal,
-                    armor,
-                    spool,
-                    boundary,
-                    ..
-                } = *a;
-                literal.finalize().map_err(TransformError::from_openpgp)?;
-                armor.finish()?;
-                let mut tail = SinkWriter::new(spool.clone(), self.crlf);
-                write!(tail, "\n--{boundary}--\n")?;
-                drop(tail);
+                let Active { payload, spool, .. } = *a;
+                let content_type = match payload {
+                    Payload::PgpMime {
+                        literal,
+                        armor,
+                        boundary,
+                    } => {
+                        literal.finalize().map_err(TransformError::from_openpgp)?;
+                        armor.finish()?;
+                        let mut tail = SinkWriter::new(spool.clone(), self.crlf);
+                        write!(tail, "\n--{boundary}--\n")?;
+                        OuterType::PgpMime(boundary)
+                    }
+                    Payload::Smime { cms, cipher } => {
+                        cms.finish()?.finish()?;
+                        OuterType::Smime(cipher)
+                    }
+                };
                 let spool = Arc::try_unwrap(spool)
                     .map_err(|_| TransformError::Crypto("output still in use".into()))?
                     .into_inner()
                     .map_err(|_| TransformError::Poisoned)?;
-                edits.extend(outer_edits(&self.fields, &boundary, &self.options));
+                edits.extend(outer_edits(&self.fields, &content_type, &self.options));
                 let fingerprints = self.recipients.fingerprints().to_vec();
                 edits.push(HeaderEdit::Add {
                     name: TRACE_HEADER.into(),
@@ -247,8 +269,52 @@ impl Active {
     fn feed(&mut self, data: &[u8]) -> Result<()> {
         self.scratch.clear();
         self.last_cr = normalize_crlf(data, self.last_cr, &mut self.scratch);
-        self.literal.write_all(&self.scratch)?;
+        self.payload.write_all(&self.scratch)?;
         Ok(())
+    }
+}
+
+impl Payload {
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Payload::PgpMime { literal, .. } => literal.write_all(data),
+            Payload::Smime { cms, .. } => cms.write_all(data),
+        }
+    }
+}
+
+/// Sets up the CMS writer stack for S/MIME recipients and writes the payload headers.
+fn start_smime(
+    fields: &[HeaderField],
+    certs: &[X509],
+    cms_options: CmsOptions,
+    options: &TransformOptions,
+    crlf: bool,
+) -> Result<Active> {
+    let spool = Arc::new(Mutex::new(Spool::new(
+        options.spill_threshold,
+        options.spill_dir.as_deref(),
+    )));
+    let b64 = Base64Lines::new(SinkWriter::new(spool.clone(), crlf));
+    let mut cms = CmsWriter::new(b64, certs, cms_options).map_err(smime_error)?;
+    cms.write_all(&payload_headers(fields, options))?;
+    Ok(Active {
+        payload: Payload::Smime {
+            cms: Box::new(cms),
+            cipher: cms_options.cipher,
+        },
+        spool,
+        last_cr: false,
+        scratch: Vec::new(),
+    })
+}
+
+/// An unusable certificate is a key problem, not an I/O one.
+fn smime_error(e: io::Error) -> TransformError {
+    if e.kind() == io::ErrorKind::InvalidInput {
+        TransformError::Crypto(e.to_string())
+    } else {
+        TransformError::Io(e)
     }
 }
 
@@ -259,6 +325,13 @@ fn start(
     options: &TransformOptions,
     crlf: bool,
 ) -> Result<Active> {
+    if let RecipientSet::Smime {
+        certs,
+        options: cms_options,
+    } = &recipients.keys
+    {
+        return start_smime(fields, certs, *cms_options, options, crlf);
+    }
     let boundary = new_boundary()?;
     let spool = Arc::new(Mutex::new(Spool::new(
         options.spill_threshold,
@@ -297,10 +370,12 @@ fn start(
     let mut literal = LiteralWriter::new(message).build().map_err(crypto)?;
     literal.write_all(&payload_headers(fields, options))?;
     Ok(Active {
-        literal,
-        armor,
+        payload: Payload::PgpMime {
+            literal,
+            armor,
+            boundary,
+        },
         spool,
-        boundary,
         last_cr: false,
         scratch: Vec::new(),
     })
@@ -480,16 +555,30 @@ pub(crate) fn normalize_crlf(data: &[u8], last_cr: bool, out: &mut Vec<u8>) -> b
     data.last().map_or(last_cr, |b| *b == b'\r')
 }
 
+/// The outer Content-Type of an encrypted message.
+enum OuterType {
+    /// RFC 3156 multipart/encrypted with this boundary.
+    PgpMime(String),
+    /// RFC 8551 application/pkcs7-mime.
+    Smime(ContentCipher),
+}
+
 /// Edits for the outer header section of an encrypted message (the trace header aside).
 fn outer_edits(
     fields: &[HeaderField],
-    boundary: &str,
+    outer: &OuterType,
     options: &TransformOptions,
 ) -> Vec<HeaderEdit> {
     let mut edits = Vec::new();
-    let content_type = format!(
-        "multipart/encrypted;\n protocol=\"application/pgp-encrypted\";\n boundary=\"{boundary}\""
-    );
+    let content_type = match outer {
+        OuterType::PgpMime(boundary) => format!(
+            "multipart/encrypted;\n protocol=\"application/pgp-encrypted\";\n boundary=\"{boundary}\""
+        ),
+        OuterType::Smime(cipher) => format!(
+            "application/pkcs7-mime; smime-type={};\n name=\"smime.p7m\"",
+            cipher.smime_type()
+        ),
+    };
     let ct_count = count(fields, "Content-Type");
     if ct_count == 0 {
         edits.push(HeaderEdit::Add {
@@ -516,6 +605,16 @@ fn outer_edits(
     }
     for n in names {
         edits.extend(delete_all(fields, n));
+    }
+    if let OuterType::Smime(_) = outer {
+        edits.push(HeaderEdit::Add {
+            name: "Content-Transfer-Encoding".into(),
+            value: "base64".into(),
+        });
+        edits.push(HeaderEdit::Add {
+            name: "Content-Disposition".into(),
+            value: "attachment; filename=\"smime.p7m\"".into(),
+        });
     }
     if count(fields, "MIME-Version") == 0 {
         edits.push(HeaderEdit::Add {
@@ -722,7 +821,7 @@ mod tests {
             protect_subject: true,
             ..Default::default()
         };
-        let e = outer_edits(&fields, "B", &opts);
+        let e = outer_edits(&fields, &OuterType::PgpMime("B".into()), &opts);
         let del = |n: &str, i| HeaderEdit::Delete {
             name: n.into(),
             index: i,

@@ -1,5 +1,6 @@
 //! The message transform: turns a mail message into an RFC 3156 PGP/MIME message encrypted to
-//! the recipients' OpenPGP certificates, with the headers protected per RFC 9788.
+//! the recipients' OpenPGP certificates, or an RFC 8551 S/MIME enveloped-data message to their
+//! X.509 certificates, with the headers protected per RFC 9788.
 //!
 //! The API follows what a milter sees: the header fields one by one, then body chunks, then
 //! the end of the message. [`MessageEncryptor`] takes exactly that and answers with the header
@@ -30,6 +31,8 @@ use openpgp::packet::key::{PublicParts, UnspecifiedRole};
 use openpgp::packet::Key;
 use openpgp::types::Features;
 use openpgp::Cert;
+use openssl::x509::X509;
+use sealpost_keystore::recipient::RecipientKeys;
 
 pub use cms::{Base64Lines, CmsOptions, CmsWriter, ContentCipher, RsaPadding};
 pub use encryptor::{Decision, MessageEncryptor, Transformed};
@@ -112,12 +115,21 @@ pub enum Outcome {
     Skipped(SkipReason),
 }
 
-/// The keys one message is encrypted to, chosen from the recipients' certificates by the
-/// key policy at a given time.
+/// The keys one message is encrypted to: OpenPGP encryption subkeys chosen from the
+/// recipients' certificates by the key policy, or S/MIME (X.509) certificates.
 #[derive(Clone, Debug)]
 pub struct Recipients {
-    keys: Vec<RecipientKey>,
+    keys: RecipientSet,
     fingerprints: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+enum RecipientSet {
+    OpenPgp(Vec<RecipientKey>),
+    Smime {
+        certs: Vec<X509>,
+        options: CmsOptions,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -166,24 +178,84 @@ impl Recipients {
             }
             fingerprints.push(fpr);
         }
-        Ok(Recipients { keys, fingerprints })
+        Ok(Recipients {
+            keys: RecipientSet::OpenPgp(keys),
+            fingerprints,
+        })
     }
 
-    /// Primary-key fingerprints of the certificates, upper-case hex, in the given order.
+    /// S/MIME recipients: one RecipientInfo per certificate. Fails if the list is empty or
+    /// a certificate is outside its validity period at `now`; the same certificate given
+    /// twice counts once.
+    pub fn smime(certs: &[X509], now: SystemTime, options: CmsOptions) -> Result<Recipients> {
+        if certs.is_empty() {
+            return Err(TransformError::NoRecipients);
+        }
+        let mut unique: Vec<X509> = Vec::new();
+        let mut fingerprints: Vec<String> = Vec::new();
+        for cert in certs {
+            let id = sealpost_keystore::x509::certificate_id(cert);
+            if fingerprints.contains(&id) {
+                continue;
+            }
+            if !sealpost_keystore::x509::usable_now(cert, now) {
+                return Err(TransformError::NoEncryptionKey(id));
+            }
+            fingerprints.push(id);
+            unique.push(cert.clone());
+        }
+        Ok(Recipients {
+            keys: RecipientSet::Smime {
+                certs: unique,
+                options,
+            },
+            fingerprints,
+        })
+    }
+
+    /// The keys an account selection gives (`sealpost_keystore::recipient::select`).
+    pub fn for_keys(
+        keys: &RecipientKeys,
+        now: SystemTime,
+        smime: CmsOptions,
+    ) -> Result<Recipients> {
+        match keys {
+            RecipientKeys::OpenPgp(c) => Recipients::new(c, now),
+            RecipientKeys::Smime(c) => Recipients::smime(c, now, smime),
+        }
+    }
+
+    /// Primary-key fingerprints of the OpenPGP certificates, or SHA-256 ids of the X.509
+    /// certificates, upper-case hex, in the given order.
     pub fn fingerprints(&self) -> &[String] {
         &self.fingerprints
     }
 
-    /// Number of encryption subkeys (one PKESK packet each).
+    /// Number of recipient keys (one PKESK packet or CMS RecipientInfo each).
     pub fn key_count(&self) -> usize {
-        self.keys.len()
+        match &self.keys {
+            RecipientSet::OpenPgp(k) => k.len(),
+            RecipientSet::Smime { certs, .. } => certs.len(),
+        }
+    }
+
+    /// True for S/MIME recipients.
+    pub fn is_smime(&self) -> bool {
+        matches!(self.keys, RecipientSet::Smime { .. })
     }
 
     fn keys(&self) -> impl Iterator<Item = &Key<PublicParts, UnspecifiedRole>> {
-        self.keys.iter().map(|k| &k.key)
+        let keys: &[RecipientKey] = match &self.keys {
+            RecipientSet::OpenPgp(k) => k,
+            RecipientSet::Smime { .. } => &[],
+        };
+        keys.iter().map(|k| &k.key)
     }
 
     fn all_support_seipdv2(&self) -> bool {
-        self.keys.iter().all(|k| k.features.supports_seipdv2())
+        match &self.keys {
+            RecipientSet::OpenPgp(k) => k.iter().all(|k| k.features.supports_seipdv2()),
+            RecipientSet::Smime { .. } => false,
+        }
     }
 }

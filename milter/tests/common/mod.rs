@@ -136,11 +136,7 @@ pub fn test_key(kind: KeyKind) -> &'static Cert {
                 .generate()
                 .expect("key generation");
         use openpgp::serialize::SerializeInto;
-        let armored = cert
-            .as_tsk()
-            .armored()
-            .to_vec()
-            .expect("armor");
+        let armored = cert.as_tsk().armored().to_vec().expect("armor");
         sealpost_test_support::register_private_key(&String::from_utf8_lossy(&armored));
         cert
     })

@@ -71,6 +71,7 @@ pub async fn fresh_postgres(test: &str) -> Option<String> {
     Some(format!("{base}/{name}"))
 }
 
+pub mod http;
 pub mod postfix;
 pub mod secrets;
 
