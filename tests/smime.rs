@@ -547,7 +547,7 @@ fn the_officer_recovers_a_pkcs12_uploaded_through_jmap_and_decrypts_the_smime_ma
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    ok(ks.sealpost(&["keys", "import", SMIME, rsa.cert.to_str().unwrap()]));
+    ok(ks.sealpost(&["accounts", "add", SMIME]));
     let web_password = "smime web login 7";
     ok(run_with_input(
         Command::new(env!("CARGO_BIN_EXE_sealpost"))
@@ -639,6 +639,35 @@ fn the_officer_recovers_a_pkcs12_uploaded_through_jmap_and_decrypts_the_smime_ma
         .as_str()
         .unwrap()
         .to_string();
+
+    // The webmail uploads the certificate (PEM, as a client reads it from a file); a
+    // PKCS#12 offered as a certificate is refused with the reason.
+    let der_p12 = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&p12).unwrap())
+    };
+    let r = jmap(
+        port,
+        &auth,
+        serde_json::json!([
+            ["PublicKey/set", {"accountId": account, "create": {
+                "c": {"armored": std::fs::read_to_string(&rsa.cert).unwrap()},
+                "p": {"armored": format!("-----BEGIN PKCS12-----\n{der_p12}\n-----END PKCS12-----\n")},
+            }}, "0"],
+            ["KeySettings/set", {"accountId": account, "update": {"singleton": {"format": "x"}}}, "1"],
+            ["KeySettings/set", {"accountId": account, "update": {"singleton": {"format": "smime"}}}, "2"],
+            ["KeySettings/get", {"accountId": account}, "3"],
+        ]),
+    );
+    assert_eq!(r[0][1]["created"]["c"]["id"], id.as_str(), "{r}");
+    assert_eq!(r[0][1]["created"]["c"]["kind"], "x509", "{r}");
+    let refused = r[0][1]["notCreated"]["p"]["description"].as_str().unwrap();
+    assert!(refused.contains("PKCS#12 bundle with a private key"), "{r}");
+    assert_eq!(
+        r[1][1]["notUpdated"]["singleton"]["type"], "invalidProperties",
+        "{r}"
+    );
+    assert_eq!(r[3][1]["list"][0]["format"], "smime", "{r}");
 
     // An unencrypted PKCS#12 is refused with the reason.
     let bare = dir.join("bare.p12");
