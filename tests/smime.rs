@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use e2e::{Keystore, Milter, ED, PLAIN, SENDER, WAIT};
 use sealpost_test_support::http::{basic_auth, request};
 use sealpost_test_support::postfix::{free_port, Postfix};
-use sealpost_test_support::{need_program, run_with_input};
+use sealpost_test_support::{need_program, register_private_key, register_secret, run_with_input};
 
 const SMIME: &str = "smime@example.org";
 const ECS: &str = "ecs@example.org";
@@ -67,6 +67,7 @@ fn make_cert(dir: &Path, addr: &str, ec: bool) -> Cert {
         .arg(&key)
         .arg("-out")
         .arg(&cert));
+    register_private_key(&std::fs::read_to_string(&key).unwrap());
     Cert { cert, key }
 }
 
@@ -549,6 +550,12 @@ fn the_officer_recovers_a_pkcs12_uploaded_through_jmap_and_decrypts_the_smime_ma
     };
     ok(ks.sealpost(&["accounts", "add", SMIME]));
     let web_password = "smime web login 7";
+    let officer_phrase = "officer pass phrase 11";
+    let user_pass = "pkcs12 user password 5";
+    let new_phrase = "re-protected p12 pass 9";
+    for secret in [web_password, officer_phrase, user_pass, new_phrase] {
+        register_secret(secret);
+    }
     ok(run_with_input(
         Command::new(env!("CARGO_BIN_EXE_sealpost"))
             .arg("--config")
@@ -559,7 +566,7 @@ fn the_officer_recovers_a_pkcs12_uploaded_through_jmap_and_decrypts_the_smime_ma
     ));
 
     // The officer key (offline) and its public half on the server.
-    let officer_pass = write("officer-pass.txt", "officer pass phrase 11\n");
+    let officer_pass = write("officer-pass.txt", &format!("{officer_phrase}\n"));
     let init: serde_json::Value = serde_json::from_str(&ok(ks.sealpost(&[
         "escrow",
         "officer-init",
@@ -572,11 +579,11 @@ fn the_officer_recovers_a_pkcs12_uploaded_through_jmap_and_decrypts_the_smime_ma
     .unwrap();
     let officer_secret = dir.join(init["secret_key"].as_str().unwrap());
     let officer_public = dir.join(init["public_key"].as_str().unwrap());
+    register_private_key(&std::fs::read_to_string(&officer_secret).unwrap());
     ok(ks.sealpost(&["escrow", "officer-add", officer_public.to_str().unwrap()]));
 
     // The user's client: a PKCS#12 with AES and the certificate in clear, and the password
     // encrypted to the officer key.
-    let user_pass = "pkcs12 user password 5";
     let p12 = dir.join("user.p12");
     run(Command::new("openssl")
         .args([
@@ -801,7 +808,7 @@ fn the_officer_recovers_a_pkcs12_uploaded_through_jmap_and_decrypts_the_smime_ma
             );
         }
     }
-    let new_pass = write("new-pass.txt", "re-protected p12 pass 9\n");
+    let new_pass = write("new-pass.txt", &format!("{new_phrase}\n"));
     ok(recover(&[
         "--reprotect",
         "--new-password-file",
@@ -817,7 +824,7 @@ fn the_officer_recovers_a_pkcs12_uploaded_through_jmap_and_decrypts_the_smime_ma
             .output()
             .unwrap()
     };
-    let opened = p("re-protected p12 pass 9");
+    let opened = p(new_phrase);
     assert!(
         opened.status.success(),
         "{}",
