@@ -157,6 +157,8 @@ pub async fn run(config: &Config, cmd: KeysCmd) -> Result<ExitCode> {
 struct Expiring {
     address: String,
     fingerprint: String,
+    /// "openpgp" or "x509".
+    kind: String,
     /// Unix seconds.
     expires: i64,
     /// The same as RFC 3339.
@@ -179,6 +181,7 @@ fn expiring(keys: &[PublicKeyRecord], now: SystemTime, days: u32) -> Result<Vec<
                 found.push(Expiring {
                     address: k.account.clone(),
                     fingerprint: k.fingerprint.clone(),
+                    kind: k.kind.clone(),
                     expires,
                     expires_at: time(expires),
                     expired: expires <= now_s,
@@ -198,6 +201,7 @@ fn expiring(keys: &[PublicKeyRecord], now: SystemTime, days: u32) -> Result<Vec<
             found.push(Expiring {
                 address: k.account.clone(),
                 fingerprint: k.fingerprint.clone(),
+                kind: k.kind.clone(),
                 expires,
                 expires_at: time(expires),
                 expired,
@@ -252,14 +256,20 @@ fn send_notice(sendmail: &std::path::Path, from: &str, e: &Expiring) -> Result<(
 /// The notice: plain ASCII text, marked as automatic (RFC 3834).
 fn notice(from: &str, e: &Expiring, now: SystemTime) -> String {
     let day = &e.expires_at[..10];
+    let smime = e.kind == "x509";
+    let what = if smime {
+        "S/MIME certificate"
+    } else {
+        "OpenPGP key"
+    };
     let (subject, when) = if e.expired {
         (
-            format!("Your OpenPGP key for {} has expired", e.address),
+            format!("Your {what} for {} has expired", e.address),
             format!("has expired ({day})"),
         )
     } else {
         (
-            format!("Your OpenPGP key for {} expires on {day}", e.address),
+            format!("Your {what} for {} expires on {day}", e.address),
             format!(
                 "expires on {} UTC",
                 e.expires_at.replace('T', " ").trim_end_matches('Z')
@@ -279,24 +289,41 @@ fn notice(from: &str, e: &Expiring, now: SystemTime) -> String {
         "Content-Type: text/plain; charset=us-ascii".into(),
         "Content-Transfer-Encoding: 7bit".into(),
         String::new(),
-        format!("Incoming mail to {to} is encrypted to your OpenPGP key"),
+        format!("Incoming mail to {to} is encrypted to your {what}"),
         String::new(),
         format!("  {fpr}"),
         String::new(),
         format!("which {when}. After that, new mail can no longer be"),
         "encrypted to it.".into(),
         String::new(),
-        "The server cannot extend a key. Extend its expiry date with the program".into(),
-        "that holds your secret key, for example with GnuPG (the second command".into(),
-        "extends the subkeys):".into(),
-        String::new(),
-        format!("  gpg --quick-set-expire {fpr} 2y"),
-        format!("  gpg --quick-set-expire {fpr} 2y '*'"),
-        String::new(),
-        "Then upload the public key again through your webmail's key settings,".into(),
-        "or ask your mail administrator to import it.".into(),
-        String::new(),
     ]
+    .into_iter()
+    .chain(if smime {
+        [
+            "A certificate cannot be extended. Get a new one from the authority that",
+            "issued it (or make a new self-signed one), import the new certificate",
+            "and its private key into your mail program, and upload the certificate",
+            "through your webmail's key settings or ask your mail administrator to",
+            "import it. Keep the old private key: it still opens the mail you have.",
+            "",
+        ]
+        .map(String::from)
+        .to_vec()
+    } else {
+        vec![
+            "The server cannot extend a key. Extend its expiry date with the program".into(),
+            "that holds your secret key, for example with GnuPG (the second command".into(),
+            "extends the subkeys):".into(),
+            String::new(),
+            format!("  gpg --quick-set-expire {fpr} 2y"),
+            format!("  gpg --quick-set-expire {fpr} 2y '*'"),
+            String::new(),
+            "Then upload the public key again through your webmail's key settings,".into(),
+            "or ask your mail administrator to import it.".into(),
+            String::new(),
+        ]
+    })
+    .collect::<Vec<String>>()
     .join("\n")
 }
 
@@ -394,4 +421,45 @@ fn read_key_file(path: &std::path::Path) -> Result<Vec<u8>> {
         );
     }
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(kind: &str, expires: i64) -> PublicKeyRecord {
+        PublicKeyRecord {
+            fingerprint: "AB".repeat(32),
+            account: "bob@example.org".into(),
+            account_id: "a1".into(),
+            kind: kind.into(),
+            active: true,
+            algorithm: "RSA3072".into(),
+            version: 3,
+            user_ids: vec!["bob@example.org".into()],
+            created: 0,
+            expires: Some(expires),
+            imported_at: 0,
+            updated_at: 0,
+            armored: String::new(),
+        }
+    }
+
+    #[test]
+    fn certificates_expire_at_not_after_and_the_notice_says_how_to_renew() {
+        let now = SystemTime::now();
+        let t = policy::unix(now);
+        let keys = [
+            record("x509", t + 10 * 86_400),
+            record("x509", t + 100 * 86_400),
+            record("x509", t - 86_400),
+        ];
+        let found = expiring(&keys, now, 30).unwrap();
+        assert_eq!(found.len(), 2);
+        assert!(found[0].expired && !found[1].expired);
+        let text = notice("postmaster@example.org", &found[1], now);
+        assert!(text.contains("Subject: Your S/MIME certificate for bob@example.org expires on"));
+        assert!(text.contains("A certificate cannot be extended"));
+        assert!(!text.contains("gpg --quick-set-expire"));
+    }
 }
