@@ -14,6 +14,7 @@ use e2e::{big_message, Keystore, Milter, ED, SENDER};
 const SMIME: &str = "smime@example.org";
 const MAILBOXES: &[&str] = &["ed", "sq", "rsa", "plain", "smime"];
 use sealpost_test_support::postfix::Postfix;
+use sealpost_test_support::smime::{make_cert, KeyType};
 
 /// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
 fn status_kib(pid: u32, field: &str) -> u64 {
@@ -39,25 +40,8 @@ fn main() {
     }
     let ks = Keystore::new(None, "");
     // An S/MIME mailbox: an RSA 3072 certificate as `openssl req -x509` makes it.
-    let (cert, key) = (ks.dir.path().join("s.pem"), ks.dir.path().join("s.key"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-nodes", "-days", "30", "-newkey", "rsa:3072",
-        ])
-        .args([
-            "-subj",
-            "/CN=s",
-            "-addext",
-            "keyUsage=critical,keyEncipherment",
-        ])
-        .args(["-addext", &format!("subjectAltName=email:{SMIME}")])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl");
-    assert!(made.status.success(), "openssl req failed");
+    let made = make_cert(ks.dir.path(), "smime", SMIME, KeyType::Rsa3072);
+    let cert = made.cert;
     let imported = ks.sealpost(&["keys", "import", SMIME, cert.to_str().unwrap()]);
     assert!(imported.status.success(), "cannot import the certificate");
     let Some(pf) = Postfix::start("milter benchmark", &ks.milter_spec(), MAILBOXES) else {

@@ -9,24 +9,19 @@
 mod common;
 mod e2e;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::{Keystore, Milter, ED, PLAIN, SENDER, WAIT};
 use sealpost_test_support::http::{basic_auth, request};
 use sealpost_test_support::postfix::{free_port, Postfix};
+use sealpost_test_support::smime::{make_cert as make_test_cert, KeyType, TestCert as Cert};
 use sealpost_test_support::{need_program, register_private_key, register_secret, run_with_input};
 
 const SMIME: &str = "smime@example.org";
 const ECS: &str = "ecs@example.org";
 const MAILBOXES: &[&str] = &["ed", "sq", "rsa", "plain", "smime", "ecs"];
-
-/// A certificate and its private key, made with `openssl req -x509`.
-struct Cert {
-    cert: PathBuf,
-    key: PathBuf,
-}
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd
@@ -43,32 +38,8 @@ fn run(cmd: &mut Command) -> Output {
 /// An S/MIME certificate for `addr`: RSA 3072 (keyEncipherment) or EC P-256 (keyAgreement).
 fn make_cert(dir: &Path, addr: &str, ec: bool) -> Cert {
     let name = addr.split('@').next().unwrap();
-    let cert = dir.join(format!("{name}.pem"));
-    let key = dir.join(format!("{name}.key.pem"));
-    let (newkey, usage): (&[&str], &str) = if ec {
-        (
-            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
-            "keyUsage=critical,digitalSignature,keyAgreement",
-        )
-    } else {
-        (
-            &["-newkey", "rsa:3072"],
-            "keyUsage=critical,digitalSignature,keyEncipherment",
-        )
-    };
-    run(Command::new("openssl")
-        .args(["req", "-x509", "-nodes", "-days", "3650", "-sha256"])
-        .args(newkey)
-        .args(["-subj", &format!("/CN={name}/emailAddress={addr}")])
-        .args(["-addext", usage])
-        .args(["-addext", "extendedKeyUsage=emailProtection"])
-        .args(["-addext", &format!("subjectAltName=email:{addr}")])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert));
-    register_private_key(&std::fs::read_to_string(&key).unwrap());
-    Cert { cert, key }
+    let key = if ec { KeyType::P256 } else { KeyType::Rsa3072 };
+    make_test_cert(dir, name, addr, key)
 }
 
 /// Everything the S/MIME tests need: the keystore with OpenPGP keys (ed@, sq@, rsa@) and

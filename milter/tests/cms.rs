@@ -12,6 +12,7 @@ use std::time::Instant;
 use openssl::x509::X509;
 use sealpost_milter::transform::{CmsOptions, CmsWriter, ContentCipher, RsaPadding};
 use sealpost_test_support as support;
+use support::smime::KeyType;
 
 // ---------------------------------------------------------------------------------------
 // Allocation accounting per thread, for the streaming check.
@@ -121,28 +122,14 @@ fn run(cmd: &mut Command) -> std::process::Output {
     out
 }
 
-fn make_identity(openssl: &Path, dir: &Path, name: &str, key_args: &[&str]) -> Identity {
-    let cert = dir.join(format!("{name}.pem"));
-    let key = dir.join(format!("{name}.key"));
-    let usage = if name.starts_with("rsa") {
-        "keyUsage=critical,digitalSignature,keyEncipherment"
-    } else {
-        "keyUsage=critical,digitalSignature,keyAgreement"
-    };
-    run(Command::new(openssl)
-        .args(["req", "-x509", "-nodes", "-days", "30", "-subj"])
-        .arg(format!("/CN=sealpost {name} test/O=sealpost tests"))
-        .args(key_args)
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .args(["-addext", usage])
-        .args(["-addext", "extendedKeyUsage=emailProtection"])
-        .args(["-addext"])
-        .arg(format!("subjectAltName=email:{name}@example.org")));
-    let x509 = X509::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
-    Identity { cert, key, x509 }
+fn make_identity(dir: &Path, name: &str, key: KeyType) -> Identity {
+    let made = support::smime::make_cert(dir, name, &format!("{name}@example.org"), key);
+    let x509 = X509::from_pem(&std::fs::read(&made.cert).unwrap()).unwrap();
+    Identity {
+        cert: made.cert,
+        key: made.key,
+        x509,
+    }
 }
 
 /// The shared certificates, or `None` (after reporting) when openssl is not installed.
@@ -151,18 +138,9 @@ fn fixture(test: &str) -> Option<&'static Fixture> {
     let f = FIXTURE.get_or_init(|| {
         let openssl = support::which("openssl")?;
         let dir = tempfile::tempdir().unwrap();
-        let rsa = make_identity(&openssl, dir.path(), "rsa", &["-newkey", "rsa:3072"]);
-        let ec = |curve: &str| {
-            let opt = format!("ec_paramgen_curve:{curve}");
-            make_identity(
-                &openssl,
-                dir.path(),
-                &curve.to_lowercase().replace('-', ""),
-                &["-newkey", "ec", "-pkeyopt", &opt],
-            )
-        };
-        let p256 = ec("P-256");
-        let p384 = ec("P-384");
+        let rsa = make_identity(dir.path(), "rsa", KeyType::Rsa3072);
+        let p256 = make_identity(dir.path(), "p256", KeyType::P256);
+        let p384 = make_identity(dir.path(), "p384", KeyType::P384);
         Some(Fixture {
             dir,
             openssl,

@@ -73,6 +73,7 @@ pub async fn fresh_postgres(test: &str) -> Option<String> {
 
 pub mod http;
 pub mod postfix;
+pub mod smime;
 pub mod secrets;
 
 pub use secrets::{capture_logs, register_private_key, register_secret};
