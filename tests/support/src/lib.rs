@@ -73,8 +73,8 @@ pub async fn fresh_postgres(test: &str) -> Option<String> {
 
 pub mod http;
 pub mod postfix;
-pub mod smime;
 pub mod secrets;
+pub mod smime;
 
 pub use secrets::{capture_logs, register_private_key, register_secret};
 
