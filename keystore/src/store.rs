@@ -244,14 +244,17 @@ impl Keystore {
         })
     }
 
-    /// Connects and brings the schema up to date.
+    /// Connects and brings the schema up to date. A schema that is already current is left
+    /// alone, so a role that may only read (the milter role) can still open the keystore.
     pub async fn open(
         config: &DatabaseConfig,
         lookup: LookupConfig,
         policy: PolicyConfig,
     ) -> Result<Keystore> {
         let ks = Keystore::connect(config, lookup, policy).await?;
-        ks.migrate().await?;
+        if !matches!(ks.pending_migrations().await, Ok(p) if p.is_empty()) {
+            ks.migrate().await?;
+        }
         Ok(ks)
     }
 
@@ -268,7 +271,10 @@ impl Keystore {
                 .await
             {
                 Ok(rows) => rows.iter().map(|r| r.get::<i64, _>(0)).collect(),
-                Err(_) => Vec::new(),
+                // A database no migration ever ran on has no such table; any other error
+                // (a role without SELECT on it, a lost connection) must not read as "behind".
+                Err(e) if is_missing_table(&e) => Vec::new(),
+                Err(e) => return Err(e.into()),
             };
         Ok(MIGRATOR
             .iter()
@@ -1245,6 +1251,14 @@ fn normalize_url(url: &str) -> Result<(Backend, String)> {
     sqlx::sqlite::SqliteConnectOptions::from_str(&normalized)
         .map_err(|_| Error::BadUrl(url.to_string()))?;
     Ok((Backend::Sqlite, normalized))
+}
+
+/// True when a query failed because its table does not exist (PostgreSQL SQLSTATE 42P01,
+/// SQLite "no such table").
+fn is_missing_table(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| {
+        d.code().as_deref() == Some("42P01") || d.message().starts_with("no such table")
+    })
 }
 
 #[cfg(test)]
