@@ -15,12 +15,13 @@
 //! Screenshots of every step go to `target/browser-screenshots/`.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use sealpost_test_support::postfix::free_port;
 use sealpost_test_support::{
     missing, need_program, register_private_key, run_with_input, which, workspace_root,
 };
@@ -88,14 +89,6 @@ fn chromium() -> Option<PathBuf> {
     which("chromium")
         .or_else(|| which("chromium-browser"))
         .or_else(|| need_program(TEST, "chromium"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Env {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::*;
 use sealpost_jmap::{AuthConfig, AuthMode, ImapTls, JmapConfig};
 use sealpost_test_support::need_program;
+use sealpost_test_support::postfix::free_port;
 
 struct Dovecot {
     child: Child,
@@ -33,14 +34,6 @@ fn dovecot(test: &str) -> Option<std::path::PathBuf> {
         return Some(sbin);
     }
     need_program(test, "dovecot")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A self-signed certificate for "localhost": (certificate PEM path, key PEM path).

@@ -73,6 +73,14 @@ impl RecipientKeys {
         ids
     }
 
+    /// Number of certificates.
+    pub fn len(&self) -> usize {
+        match self {
+            RecipientKeys::OpenPgp(c) => c.len(),
+            RecipientKeys::Smime(c) => c.len(),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         match self {
             RecipientKeys::OpenPgp(c) => c.is_empty(),

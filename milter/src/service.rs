@@ -440,6 +440,26 @@ async fn header(
     Status::Continue
 }
 
+/// Up to this many recipient keys, setting up a message's encryption runs inline.
+const SMALL_KEY_COUNT: usize = 4;
+
+/// Runs `work` right here when it is small (in memory, no file I/O, well under a
+/// millisecond), else on the blocking pool. A round trip to the pool costs two thread
+/// wake-ups, more than encrypting a small message, and on a busy MTA host those wake-ups
+/// are what limits throughput.
+async fn run_work<T: Send + 'static>(
+    small: bool,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, &'static str> {
+    if small {
+        Ok(work())
+    } else {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|_| "the blocking task panicked or was cancelled")
+    }
+}
+
 async fn eoh(shared: Arc<Shared>, cx: &mut Context<Session>) -> Status {
     let qid = queue_id(&cx.macros);
     let txn = &mut session(&mut cx.data).txn;
@@ -460,8 +480,9 @@ async fn eoh(shared: Arc<Shared>, cx: &mut Context<Session>) -> Status {
     };
     let smime = cfg.smime;
     let headers = std::mem::take(&mut txn.headers);
-    // Building the encryptor may do public-key work (one PKESK per key): off the reactor.
-    let built = tokio::task::spawn_blocking(move || {
+    // Building the encryptor does public-key work, one PKESK or RecipientInfo per key: a
+    // few keys take well under a millisecond, many go to the blocking pool.
+    let built = run_work(keys.len() <= SMALL_KEY_COUNT, move || {
         let now = std::time::SystemTime::now();
         let recipients = Recipients::for_keys(&keys, now, smime)?;
         let enc = MessageEncryptor::new(
@@ -482,7 +503,7 @@ async fn eoh(shared: Arc<Shared>, cx: &mut Context<Session>) -> Status {
             txn.failed = Some(e.to_string());
         }
         Err(e) => {
-            warn!(queue_id = %qid, error = %e, "encryption task failed");
+            warn!(queue_id = %qid, error = e, "encryption task failed");
             txn.failed = Some("internal error".into());
         }
     }
@@ -498,7 +519,8 @@ async fn body(cx: &mut Context<Session>, chunk: Bytes) -> Status {
     let Some(mut enc) = txn.encryptor.take() else {
         return Status::Continue;
     };
-    let done = tokio::task::spawn_blocking(move || {
+    let small = enc.stays_in_memory(chunk.len());
+    let done = run_work(small, move || {
         let r = enc.write_body(&chunk);
         (enc, r)
     })
@@ -562,7 +584,8 @@ async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
             let Some(enc) = txn.encryptor else {
                 return encryption_failed(&shared, cx, &qid, "the encryptor was not started");
             };
-            let finished = tokio::task::spawn_blocking(move || enc.finish()).await;
+            let small = enc.stays_in_memory(0);
+            let finished = run_work(small, move || enc.finish()).await;
             let done = match finished {
                 Ok(Ok(done)) => done,
                 Ok(Err(e)) => return encryption_failed(&shared, cx, &qid, &e.to_string()),
@@ -595,7 +618,8 @@ async fn eom(shared: Arc<Shared>, cx: &mut EomContext<Session>) -> Status {
                     Err(e) => return encryption_failed(&shared, cx, &qid, &e.to_string()),
                 };
                 loop {
-                    let (r, chunk) = match tokio::task::spawn_blocking(move || {
+                    let small = reader.in_memory();
+                    let (r, chunk) = match run_work(small, move || {
                         let c = reader.next_chunk();
                         (reader, c)
                     })

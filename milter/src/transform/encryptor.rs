@@ -160,6 +160,23 @@ impl MessageEncryptor {
         }
     }
 
+    /// Whether feeding `more` body bytes (and finishing) stays in memory: the output has not
+    /// spilled to disk and will not reach the spill threshold. Such work is short and does
+    /// no file I/O, so a caller on an async runtime may do it without a thread hop.
+    pub fn stays_in_memory(&self, more: usize) -> bool {
+        let spooled = match &self.state {
+            State::Encrypting(a) => match a.spool.lock() {
+                Ok(s) if !s.is_spilled() => s.len(),
+                _ => return false,
+            },
+            State::Pending(buf) => buf.len() as u64,
+            State::Skipped(_) => 0,
+            State::Poisoned => return false,
+        };
+        // Armor or base64 grows the output by 4/3, plus framing: twice the input is ample.
+        spooled + 2 * more as u64 + 4096 < self.options.spill_threshold as u64
+    }
+
     /// Feeds the next piece of the body. Line endings may be CRLF or LF; the payload gets
     /// CRLF.
     pub fn write_body(&mut self, chunk: &[u8]) -> Result<()> {

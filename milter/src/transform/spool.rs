@@ -139,6 +139,11 @@ pub struct SpoolReader {
 }
 
 impl SpoolReader {
+    /// Whether the content is in memory (reading it does no I/O).
+    pub fn in_memory(&self) -> bool {
+        matches!(self.inner, ReaderInner::Mem(_))
+    }
+
     /// Bytes not yet read.
     pub fn remaining(&self) -> u64 {
         self.remaining
