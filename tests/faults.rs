@@ -15,7 +15,8 @@ use e2e::{Keystore, Milter, ED, MAILBOXES, SENDER};
 use sealpost_test_support::postfix::{smtp_send, Postfix};
 use sealpost_test_support::{fresh_postgres, need_program};
 
-const LOAD: usize = 300;
+/// Messages per fault run: the 1,000-message load the fault tests are specified with.
+const LOAD: usize = 1000;
 
 /// The receiving Postfix (with sealpost) and a relay that forwards example.org to it.
 fn pair(test: &str, ks: &Keystore) -> Option<(Postfix, Postfix)> {
