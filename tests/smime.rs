@@ -17,23 +17,13 @@ use e2e::{Keystore, Milter, ED, PLAIN, SENDER, WAIT};
 use sealpost_test_support::http::{basic_auth, request};
 use sealpost_test_support::postfix::{free_port, Postfix};
 use sealpost_test_support::smime::{make_cert as make_test_cert, KeyType, TestCert as Cert};
-use sealpost_test_support::{need_program, register_private_key, register_secret, run_with_input};
+use sealpost_test_support::{
+    need_program, register_private_key, register_secret, run_ok as run, run_with_input,
+};
 
 const SMIME: &str = "smime@example.org";
 const ECS: &str = "ecs@example.org";
 const MAILBOXES: &[&str] = &["ed", "sq", "rsa", "plain", "smime", "ecs"];
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// An S/MIME certificate for `addr`: RSA 3072 (keyEncipherment) or EC P-256 (keyAgreement).
 fn make_cert(dir: &Path, addr: &str, ec: bool) -> Cert {

@@ -456,16 +456,7 @@ fn key_usage_names(ku: X509KeyUsage) -> String {
         (X509KeyUsage::ENCIPHER_ONLY, "encipherOnly"),
         (X509KeyUsage::DECIPHER_ONLY, "decipherOnly"),
     ];
-    let names: Vec<&str> = all
-        .iter()
-        .filter(|(f, _)| ku.contains(*f))
-        .map(|(_, n)| *n)
-        .collect();
-    if names.is_empty() {
-        "nothing".into()
-    } else {
-        names.join(", ")
-    }
+    flag_names(&all, |f| ku.contains(f), "nothing")
 }
 
 fn eku_names(eku: X509ExtendedKeyUsage) -> String {
@@ -478,13 +469,18 @@ fn eku_names(eku: X509ExtendedKeyUsage) -> String {
         (X509ExtendedKeyUsage::DVCS, "dvcs"),
         (X509ExtendedKeyUsage::SGC, "serverGatedCrypto"),
     ];
+    flag_names(&all, |f| eku.contains(f), "other purposes")
+}
+
+/// The names of the flags that are set, comma-separated, or `none` when no flag is.
+fn flag_names<F: Copy>(all: &[(F, &str)], set: impl Fn(F) -> bool, none: &str) -> String {
     let names: Vec<&str> = all
         .iter()
-        .filter(|(f, _)| eku.contains(*f))
+        .filter(|(f, _)| set(*f))
         .map(|(_, n)| *n)
         .collect();
     if names.is_empty() {
-        "other purposes".into()
+        none.into()
     } else {
         names.join(", ")
     }

@@ -12,6 +12,7 @@ use std::time::Instant;
 use openssl::x509::X509;
 use sealpost_milter::transform::{CmsOptions, CmsWriter, ContentCipher, RsaPadding};
 use sealpost_test_support as support;
+use support::run_ok as run;
 use support::smime::KeyType;
 
 // ---------------------------------------------------------------------------------------
@@ -107,19 +108,6 @@ fn options(kind: Kind, cipher: ContentCipher) -> CmsOptions {
             RsaPadding::Pkcs1v15
         },
     }
-}
-
-fn run(cmd: &mut Command) -> std::process::Output {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn make_identity(dir: &Path, name: &str, key: KeyType) -> Identity {
@@ -496,8 +484,25 @@ fn gpgsm_home(f: &Fixture, gpgsm: &Path) -> GnupgHome {
     )
     .unwrap();
     std::fs::write(home.path().join("gpgsm.conf"), "disable-crl-checks\n").unwrap();
-    // gpgsm 2.2 reads neither PBES2 nor the AES-based PKCS#12 OpenSSL 3 writes by default.
-    let p12 = f.dir.path().join("rsa-gpgsm.p12");
+    let out = gpgsm_import(f, gpgsm, home.path(), &f.rsa, "rsa");
+    assert!(
+        out.status.success(),
+        "gpgsm --import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    home
+}
+
+/// Imports an identity's key into a gpgsm home, as a legacy PKCS#12: gpgsm 2.2 reads neither
+/// PBES2 nor the AES-based PKCS#12 OpenSSL 3 writes by default.
+fn gpgsm_import(
+    f: &Fixture,
+    gpgsm: &Path,
+    home: &Path,
+    id: &Identity,
+    name: &str,
+) -> std::process::Output {
+    let p12 = f.dir.path().join(format!("{name}-gpgsm.p12"));
     run(Command::new(&f.openssl)
         .args(["pkcs12", "-export", "-passout", "pass:sealpost"])
         .args([
@@ -509,14 +514,14 @@ fn gpgsm_home(f: &Fixture, gpgsm: &Path) -> GnupgHome {
             "sha1",
         ])
         .arg("-inkey")
-        .arg(&f.rsa.key)
+        .arg(&id.key)
         .arg("-in")
-        .arg(&f.rsa.cert)
+        .arg(&id.cert)
         .arg("-out")
         .arg(&p12));
-    let out = support::run_with_input(
+    support::run_with_input(
         Command::new(gpgsm)
-            .env("GNUPGHOME", home.path())
+            .env("GNUPGHOME", home)
             .args([
                 "--batch",
                 "--pinentry-mode",
@@ -527,13 +532,7 @@ fn gpgsm_home(f: &Fixture, gpgsm: &Path) -> GnupgHome {
             .arg("--import")
             .arg(&p12),
         b"sealpost\n",
-    );
-    assert!(
-        out.status.success(),
-        "gpgsm --import: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    home
+    )
 }
 
 fn gpgsm_decrypt(gpgsm: &Path, home: &Path, f: &Fixture, der: &[u8]) -> Result<Vec<u8>, String> {
@@ -611,37 +610,7 @@ fn cms_gpgsm_decrypts_rsa_pkcs1_cbc() {
     );
     // ECDH: GnuPG 2.2 has no KeyAgreeRecipientInfo support (2.2.40 even crashes importing an
     // EC PKCS#12). Report what this gpgsm does without requiring it.
-    let p12 = f.dir.path().join("p256-gpgsm.p12");
-    run(Command::new(&f.openssl)
-        .args(["pkcs12", "-export", "-passout", "pass:sealpost"])
-        .args([
-            "-keypbe",
-            "PBE-SHA1-3DES",
-            "-certpbe",
-            "PBE-SHA1-3DES",
-            "-macalg",
-            "sha1",
-        ])
-        .arg("-inkey")
-        .arg(&f.p256.key)
-        .arg("-in")
-        .arg(&f.p256.cert)
-        .arg("-out")
-        .arg(&p12));
-    let out = support::run_with_input(
-        Command::new(&gpgsm)
-            .env("GNUPGHOME", home.path())
-            .args([
-                "--batch",
-                "--pinentry-mode",
-                "loopback",
-                "--passphrase-fd",
-                "0",
-            ])
-            .arg("--import")
-            .arg(&p12),
-        b"sealpost\n",
-    );
+    let out = gpgsm_import(f, &gpgsm, home.path(), &f.p256, "p256");
     if out.status.success() {
         for cipher in CIPHERS {
             let opts = options(Kind::EcP256, cipher);

@@ -174,28 +174,19 @@ fn expiring(keys: &[PublicKeyRecord], now: SystemTime, days: u32) -> Result<Vec<
     let until = now_s + i64::from(days) * 86_400;
     let mut found = Vec::new();
     for k in keys.iter().filter(|k| k.active) {
-        if k.kind == "x509" {
+        let (expires, expired) = if k.kind == "x509" {
             // A certificate is usable until it expires.
             let Some(expires) = k.expires else { continue };
-            if expires <= until {
-                found.push(Expiring {
-                    address: k.account.clone(),
-                    fingerprint: k.fingerprint.clone(),
-                    kind: k.kind.clone(),
-                    expires,
-                    expires_at: time(expires),
-                    expired: expires <= now_s,
-                });
+            (expires, expires <= now_s)
+        } else {
+            let cert = policy::parse_public_cert(k.armored.as_bytes())
+                .with_context(|| format!("the stored key {} cannot be read", k.fingerprint))?;
+            match encryption_deadline(&cert, now) {
+                Deadline::Never => continue,
+                Deadline::At(t) => (t, false),
+                // Already unusable: report when it expired if the certificate says so.
+                Deadline::Past => (k.expires.unwrap_or(now_s).min(now_s), true),
             }
-            continue;
-        }
-        let cert = policy::parse_public_cert(k.armored.as_bytes())
-            .with_context(|| format!("the stored key {} cannot be read", k.fingerprint))?;
-        let (expires, expired) = match encryption_deadline(&cert, now) {
-            Deadline::Never => continue,
-            Deadline::At(t) => (t, false),
-            // Already unusable: report when it expired if the certificate says so.
-            Deadline::Past => (k.expires.unwrap_or(now_s).min(now_s), true),
         };
         if expires <= until {
             found.push(Expiring {

@@ -85,6 +85,21 @@ pub fn random_hex(bytes: usize) -> String {
     hex::encode(b)
 }
 
+/// Runs `cmd` with nothing on its standard input and returns its output; panics with the
+/// command's error output when it fails.
+pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Runs `cmd` with `input` on its standard input (written from another thread, so a large
 /// input cannot deadlock against a full output pipe) and collects its output.
 pub fn run_with_input(cmd: &mut std::process::Command, input: &[u8]) -> std::process::Output {
