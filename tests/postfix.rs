@@ -142,23 +142,7 @@ if len(parts) == 2:
         problems.append("second part is not armored OpenPGP")
 print("\n".join(problems))
 "#;
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(SCRIPT)
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let problems = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        problems.trim().is_empty(),
-        "{}: Python's email package finds: {problems}",
-        path.display()
-    );
+    sealpost_test_support::assert_python_finds_nothing(SCRIPT, path, &[]);
 }
 
 /// Checks one delivered encrypted file against the message that was sent and returns the

@@ -205,24 +205,7 @@ if not m.get_payload(decode=True).startswith(b"\x30\x80"):
     problems.append("not an indefinite-length DER/BER SEQUENCE")
 print("\n".join(problems))
 "#;
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(SCRIPT)
-        .arg(path)
-        .arg(smime_type)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let problems = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        problems.trim().is_empty(),
-        "{}: Python's email package finds: {problems}",
-        path.display()
-    );
+    sealpost_test_support::assert_python_finds_nothing(SCRIPT, path, &[smime_type]);
 }
 
 /// The message as the milter receives it: CRLF line endings and a final line break.

@@ -4,7 +4,7 @@
 //! `tests/run` the variable `SEALPOST_E2E=require` is set and a missing component fails the
 //! test; under plain `cargo test` the test prints why it was skipped and passes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// True when end-to-end components are mandatory (set by tests/run).
 pub fn required() -> bool {
@@ -83,6 +83,29 @@ pub fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::thread_rng().fill_bytes(&mut b);
     hex::encode(b)
+}
+
+/// Runs `script` (Python, typically checking a message with its `email` package) on the file
+/// `path` and `args`; the script prints one problem per line, and any problem fails the test.
+pub fn assert_python_finds_nothing(script: &str, path: &Path, args: &[&str]) {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let problems = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        problems.trim().is_empty(),
+        "{}: Python's email package finds: {problems}",
+        path.display()
+    );
 }
 
 /// Runs `cmd` with nothing on its standard input and returns its output; panics with the
