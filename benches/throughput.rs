@@ -101,16 +101,11 @@ struct Case {
 /// until all are delivered.
 fn measure(pf: &Postfix, size: usize, count: usize) -> (f64, f64) {
     let t = Instant::now();
-    let out = Command::new("smtp-source")
-        .args(["-s", "4", "-m", &count.to_string(), "-l", &size.to_string()])
-        .args(["-f", SENDER, "-t", "ed@example.org"])
-        .arg(format!("127.0.0.1:{}", pf.smtp_port))
-        .output()
-        .expect("smtp-source (postfix package)");
-    assert!(
-        out.status.success(),
-        "smtp-source: {}",
-        String::from_utf8_lossy(&out.stderr)
+    sealpost_test_support::run_ok(
+        Command::new("smtp-source")
+            .args(["-s", "4", "-m", &count.to_string(), "-l", &size.to_string()])
+            .args(["-f", SENDER, "-t", "ed@example.org"])
+            .arg(format!("127.0.0.1:{}", pf.smtp_port)),
     );
     pf.wait_for("ed", count, Duration::from_secs(900));
     let secs = t.elapsed().as_secs_f64();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use e2e::{Keystore, Milter, ED, MAILBOXES, SENDER};
 use sealpost_test_support::postfix::{smtp_send, Postfix};
-use sealpost_test_support::{fresh_postgres, need_program};
+use sealpost_test_support::{fresh_postgres, need_program, run_ok};
 
 /// Messages per fault run: the 1,000-message load the fault tests are specified with.
 const LOAD: usize = 1000;
@@ -29,16 +29,11 @@ fn pair(test: &str, ks: &Keystore) -> Option<(Postfix, Postfix)> {
 /// Starts `LOAD` messages to ed@example.org through the relay; returns when the relay has
 /// accepted them all (the relay itself has no milter, so it accepts at once).
 fn load(relay: &Postfix) {
-    let out = Command::new("smtp-source")
-        .args(["-s", "4", "-m", &LOAD.to_string(), "-l", "3000"])
-        .args(["-f", SENDER, "-t", ED])
-        .arg(format!("127.0.0.1:{}", relay.smtp_port))
-        .output()
-        .expect("smtp-source");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("smtp-source")
+            .args(["-s", "4", "-m", &LOAD.to_string(), "-l", "3000"])
+            .args(["-f", SENDER, "-t", ED])
+            .arg(format!("127.0.0.1:{}", relay.smtp_port)),
     );
 }
 

@@ -113,11 +113,7 @@ async fn the_read_only_milter_role_encrypts_mail_and_can_change_nothing() {
         assert!(err.contains("permission denied"), "{args:?}: {err}");
     }
     let passwd = sealpost_test_support::run_with_input(
-        std::process::Command::new(env!("CARGO_BIN_EXE_sealpost"))
-            .arg("--config")
-            .arg(&ks.config)
-            .args(["accounts", "passwd", ED])
-            .current_dir(ks.dir.path()),
+        &mut ks.command(&["accounts", "passwd", ED]),
         b"some new password\n",
     );
     assert!(stderr_line(&passwd, "accounts passwd").contains("permission denied"));

@@ -501,11 +501,7 @@ fn the_officer_recovers_a_pkcs12_uploaded_through_jmap_and_decrypts_the_smime_ma
         register_secret(secret);
     }
     ok(run_with_input(
-        Command::new(env!("CARGO_BIN_EXE_sealpost"))
-            .arg("--config")
-            .arg(&ks.config)
-            .args(["accounts", "passwd", SMIME])
-            .current_dir(dir),
+        &mut ks.command(&["accounts", "passwd", SMIME]),
         format!("{web_password}\n").as_bytes(),
     ));
 

@@ -93,15 +93,19 @@ impl Keystore {
         ks
     }
 
-    pub fn sealpost(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_sealpost"))
-            .arg("--config")
+    /// `sealpost ARGS` with this keystore's configuration, ready to run.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sealpost"));
+        cmd.arg("--config")
             .arg(&self.config)
             .args(args)
             .current_dir(self.dir.path())
-            .env_remove("SEALPOST_DATABASE_URL")
-            .output()
-            .expect("run sealpost")
+            .env_remove("SEALPOST_DATABASE_URL");
+        cmd
+    }
+
+    pub fn sealpost(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run sealpost")
     }
 
     pub fn milter_spec(&self) -> String {
@@ -229,16 +233,12 @@ pub fn set_database_reachable(db_url: &str, reachable: bool) {
         ));
     }
     for sql in statements {
-        let out = Command::new("psql")
-            .arg(&admin)
-            .args(["-v", "ON_ERROR_STOP=1", "-qc", &sql])
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        sealpost_test_support::run_ok(Command::new("psql").arg(&admin).args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            &sql,
+        ]));
     }
 }
 

@@ -38,6 +38,7 @@ impl SmtpResult {
     }
 }
 
+/// A TCP port on 127.0.0.1 that nothing listens on yet.
 ///
 /// Ports come from below the kernel's ephemeral range (32768 and up on Linux), which the
 /// outgoing connections of Postfix and the tests draw from: a port handed out here cannot

@@ -2,7 +2,7 @@
 //! -x509` with the key usages S/MIME encryption needs and the address in subjectAltName.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// The key of a test certificate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,16 +53,8 @@ pub fn make_cert(dir: &Path, name: &str, addr: &str, key: KeyType) -> TestCert {
         .arg("-keyout")
         .arg(&key_file)
         .arg("-out")
-        .arg(&cert)
-        .stdin(Stdio::null());
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(&cert);
+    crate::run_ok(&mut cmd);
     crate::register_private_key(&std::fs::read_to_string(&key_file).unwrap());
     TestCert {
         cert,
