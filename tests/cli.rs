@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use sealpost_test_support::{fixture, fresh_postgres};
+use sealpost_test_support::{field_strs, fixture, fresh_postgres};
 
 struct Env {
     url: String,
@@ -219,12 +219,7 @@ async fn keys_show_activate_deactivate_remove() {
         let show: serde_json::Value =
             serde_json::from_str(&ok(&env.sealpost(&["keys", "show", &fpr, "--json"]))).unwrap();
         assert_eq!(show["key"]["active"], true);
-        let events: Vec<&str> = show["history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["event"].as_str().unwrap())
-            .collect();
+        let events = field_strs(show["history"].as_array().unwrap(), "event");
         assert_eq!(events, ["imported", "deactivated", "activated"]);
         assert_eq!(show["history"][0]["actor"], "cli:operator1");
 
@@ -246,12 +241,7 @@ async fn keys_show_activate_deactivate_remove() {
             "--json",
         ])))
         .unwrap();
-        let actions: Vec<&str> = rows
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["action"].as_str().unwrap())
-            .collect();
+        let actions = field_strs(rows.as_array().unwrap(), "action");
         assert_eq!(
             actions,
             [

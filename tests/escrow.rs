@@ -19,7 +19,8 @@ use sealpost_keystore::protection::{
 };
 use sealpost_keystore::{Actor, Address, DatabaseConfig, Keystore, LookupConfig, PolicyConfig};
 use sealpost_test_support::{
-    capture_logs, fixture, fresh_postgres, need_program, register_private_key, register_secret,
+    capture_logs, field_strs, fixture, fresh_postgres, need_program, register_private_key,
+    register_secret,
 };
 use sequoia_openpgp as openpgp;
 
@@ -671,12 +672,7 @@ async fn officer_key_export_recover_reprotect_reinstate() {
         assert_eq!(rec.label.as_deref(), Some("laptop"));
         ks.close().await;
         let audit = json(&env.sealpost(&["audit", "show", "--json"]));
-        let actions: Vec<&str> = audit
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["action"].as_str().unwrap())
-            .collect();
+        let actions = field_strs(audit.as_array().unwrap(), "action");
         for a in [
             "officer.add",
             "escrow.create",

@@ -84,9 +84,7 @@ fn expiring_json(url: &str, dir: &Path, days: &str) -> Vec<serde_json::Value> {
 }
 
 fn addresses(list: &[serde_json::Value]) -> Vec<&str> {
-    list.iter()
-        .map(|e| e["address"].as_str().unwrap())
-        .collect()
+    sealpost_test_support::field_strs(list, "address")
 }
 
 #[tokio::test]

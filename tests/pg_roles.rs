@@ -10,7 +10,7 @@ use std::process::Output;
 
 use e2e::{Keystore, Milter, ED, MAILBOXES, SENDER, WAIT};
 use sealpost_test_support::postfix::Postfix;
-use sealpost_test_support::{fixture, fresh_postgres, random_hex};
+use sealpost_test_support::{field_strs, fixture, fresh_postgres, random_hex};
 
 /// The GRANT statements of docs/postgresql.md for `role` on database `db`.
 fn documented_grants(role: &str, db: &str) -> Vec<String> {
@@ -122,12 +122,7 @@ async fn the_read_only_milter_role_encrypts_mail_and_can_change_nothing() {
     std::fs::write(&ks.config, config).unwrap();
     let accounts = ks.sealpost(&["accounts", "list", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&accounts.stdout).unwrap();
-    let names: Vec<&str> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["primary"].as_str().unwrap())
-        .collect();
+    let names = field_strs(v.as_array().unwrap(), "primary");
     assert!(names.contains(&"sqrsa@example.org") && !names.contains(&"new@example.org"));
     let keys = ks.sealpost(&["keys", "list", ED, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&keys.stdout).unwrap();

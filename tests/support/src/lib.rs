@@ -108,6 +108,19 @@ pub fn assert_python_finds_nothing(script: &str, path: &Path, args: &[&str]) {
     );
 }
 
+/// The string field `field` of each object in `items` (a `--json` list the CLI printed);
+/// panics when an object lacks it.
+pub fn field_strs<'a>(items: &'a [serde_json::Value], field: &str) -> Vec<&'a str> {
+    items
+        .iter()
+        .map(|item| {
+            item[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("no string {field:?} in {item}"))
+        })
+        .collect()
+}
+
 /// Runs `cmd` with nothing on its standard input and returns its output; panics with the
 /// command's error output when it fails.
 pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
